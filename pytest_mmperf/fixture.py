@@ -1,0 +1,240 @@
+"""The object behind the ``mmperf`` fixture; plain Python, usable without pytest.
+
+    result = mmperf(fn, *args, **kwargs)            # measure fn, return its result
+    with mmperf.phase("ttft"): ...                  # inside fn: a named phase -> ttft_ms
+    eager_out, opt_out = mmperf.interleaved(eager_fn, optimized_fn)   # ABBA, speedup with CI
+    mmperf.check("tpot_ms", below=5.0)              # an assertion on a metric
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_mmperf import stats
+from pytest_mmperf.checks import check_bound
+from pytest_mmperf.clocks import Clock
+from pytest_mmperf.measure import ArmSamples, PhaseLog, RoundPlan, Sampler
+from pytest_mmperf.memory import MemoryProbe
+from pytest_mmperf.metrics import Direction
+from pytest_mmperf.records import BenchmarkRecord, MetricRecord, Speedup
+from pytest_mmperf.settings import Settings
+
+EAGER_PREFIX = "eager_"
+# Metrics from NVML describe the device, not the workload: recorded, never gated.
+UNGATED = frozenset({"gpu_utilization_pct", "device_memory_used_bytes", "first_call_ms"})
+
+
+@dataclass
+class Description:
+    workload: str | None = None
+    task: str | None = None
+    optimizations: tuple[str, ...] = ()
+    scale: str = "tiny"
+    batch_size: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Mmperf:
+    """Measures callables for one benchmark and builds its :class:`BenchmarkRecord`."""
+
+    def __init__(
+        self,
+        node_id: str,
+        settings: Settings,
+        clock_factory: Callable[[], Clock],
+        probe_factory: Callable[[], Sequence[MemoryProbe]],
+        device: str,
+        describe: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.settings = settings
+        self.device = device
+        self._clock_factory = clock_factory
+        self._probe_factory = probe_factory
+        self._clock: Clock | None = None
+        self._phases: PhaseLog | None = None
+        self.description = Description(scale=settings.scale)
+        self._samples: dict[str, list[float]] = {}
+        self._extra: dict[str, MetricRecord] = {}
+        self._speedup: Speedup | None = None
+        self.quality: dict[str, Any] | None = None
+        self.profile: dict[str, Any] | None = None
+        self.roofline: dict[str, Any] | None = None
+        self.round_results: list[Any] = []
+        self.eager_round_results: list[Any] = []
+        self.measured = False
+        if describe:
+            self.describe(**describe)
+
+    # -- description ---------------------------------------------------------------------------
+    def describe(
+        self,
+        workload: str | None = None,
+        task: str | None = None,
+        optimizations: Sequence[str] | None = None,
+        scale: str | None = None,
+        batch_size: int | None = None,
+        **params: Any,
+    ) -> None:
+        """Say what this benchmark measures (fields of the results document)."""
+        d = self.description
+        if workload is not None:
+            d.workload = workload
+        if task is not None:
+            d.task = task
+        if optimizations is not None:
+            d.optimizations = tuple(optimizations)
+        if scale is not None:
+            d.scale = scale
+        if batch_size is not None:
+            d.batch_size = int(batch_size)
+        d.params.update(params)
+
+    # -- measuring -----------------------------------------------------------------------------
+    def _sampler(self, keep_results: bool) -> Sampler:
+        if self._clock is None:
+            self._clock = self._clock_factory()
+            self._phases = PhaseLog(self._clock)
+        assert self._phases is not None
+        plan = RoundPlan(
+            warmup=self.settings.warmup,
+            rounds=self.settings.rounds,
+            max_rounds=self.settings.max_rounds,
+            max_time_s=self.settings.max_time,
+        )
+        return Sampler(self._clock, self._probe_factory(), plan, self._phases, keep_results)
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        """A named phase inside the measured call; a no-op outside measured rounds."""
+        if self._phases is None:
+            from contextlib import nullcontext
+
+            return nullcontext()
+        return self._phases.phase(name)  # type: ignore[return-value]
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._ensure_once()
+        (arm,) = self._sampler(keep_results=True).run([lambda: fn(*args, **kwargs)])
+        self._take(arm, prefix="")
+        self.round_results = arm.results
+        return arm.result
+
+    def interleaved(
+        self, eager: Callable[[], Any], optimized: Callable[[], Any]
+    ) -> tuple[Any, Any]:
+        """Measure eager and optimized in alternating rounds; record the speedup with its CI.
+
+        The optimized arm's metrics are this benchmark's; the eager arm's are kept under the
+        ``eager_`` prefix.
+        """
+        self._ensure_once()
+        eager_arm, opt_arm = self._sampler(keep_results=True).run([eager, optimized])
+        self._take(opt_arm, prefix="")
+        self._take(eager_arm, prefix=EAGER_PREFIX)
+        self.round_results = opt_arm.results
+        self.eager_round_results = eager_arm.results
+        e = eager_arm.samples["latency_ms"]
+        o = opt_arm.samples["latency_ms"]
+        r = stats.ratio_of_medians(e, o, self.settings.confidence)
+        self._speedup = Speedup(r.ratio, r.ci_low, r.ci_high, r.confidence, len(e), len(o))
+        return eager_arm.result, opt_arm.result
+
+    def _ensure_once(self) -> None:
+        if self.measured:
+            raise RuntimeError(
+                "mmperf measures once per test; parametrize the test for more benchmarks"
+            )
+        self.measured = True
+
+    def _take(self, arm: ArmSamples, prefix: str) -> None:
+        for name, values in arm.samples.items():
+            if values:
+                self._samples[prefix + name] = list(values)
+
+    # -- extra metrics, assertions ---------------------------------------------------------------
+    def record(
+        self,
+        name: str,
+        values: float | Sequence[float],
+        *,
+        direction: str | Direction | None = None,
+        gated: bool = True,
+    ) -> MetricRecord:
+        """Add a metric computed by the benchmark (``tokens_per_s``, ``kv_cache_bytes``, ...)."""
+        seq = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
+        rec = MetricRecord.from_samples(
+            name,
+            seq,
+            confidence=self.settings.confidence,
+            direction=Direction(direction) if direction is not None else None,
+            gated=gated,
+        )
+        self._extra[name] = rec
+        return rec
+
+    def samples(self, name: str) -> list[float]:
+        if name in self._samples:
+            return list(self._samples[name])
+        if name in self._extra:
+            return list(self._extra[name].samples)
+        raise KeyError(f"no metric {name!r}; have {', '.join(sorted(self.metrics))}")
+
+    @property
+    def metrics(self) -> dict[str, MetricRecord]:
+        out = {
+            name: MetricRecord.from_samples(
+                name, values, confidence=self.settings.confidence, gated=name.removeprefix(EAGER_PREFIX) not in UNGATED
+            )
+            for name, values in self._samples.items()
+        }
+        out.update(self._extra)
+        return out
+
+    @property
+    def speedup(self) -> Speedup | None:
+        return self._speedup
+
+    def check(
+        self,
+        metric: str,
+        *,
+        below: float | None = None,
+        above: float | None = None,
+        stat: str = "median",
+    ) -> None:
+        """Assert a bound on a metric; the failure names the metric, its value with CI and the bound."""
+        metrics = self.metrics
+        if metric not in metrics:
+            raise AssertionError(
+                f"{self.node_id}: no metric {metric!r} was measured "
+                f"(have: {', '.join(sorted(metrics)) or 'none'})"
+            )
+        failure = check_bound(
+            metrics[metric], below=below, above=above, stat=stat, benchmark=self.node_id
+        )
+        if failure is not None:
+            raise AssertionError(failure.message)
+
+    # -- the record ----------------------------------------------------------------------------
+    def to_record(self) -> BenchmarkRecord | None:
+        if not self.measured:
+            return None
+        d = self.description
+        return BenchmarkRecord(
+            id=self.node_id,
+            workload=d.workload,
+            task=d.task,
+            optimizations=d.optimizations,
+            scale=d.scale,
+            device=self.device,
+            batch_size=d.batch_size,
+            metrics=self.metrics,
+            speedup_vs_eager=self._speedup,
+            quality=self.quality,
+            params=dict(d.params),
+            profile=self.profile,
+            roofline=self.roofline,
+        )

@@ -1,0 +1,217 @@
+"""The pytest layer: registers options and the fixture, wires hooks to :mod:`pytest_mmperf.session`.
+
+Thin on purpose (STYLE.md rule 1): logic lives in plain modules. Importing this module imports
+neither torch nor transformers; they load only when ``--mmperf`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mmperf.settings import OPTIONS, Settings, UsageError, resolve
+
+MARKER = "mmperf"
+FIXTURE = "mmperf"
+RECORD_PROPERTY = "mmperf_record"
+VERDICT_PROPERTY = "mmperf_verdict"
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+SESSION_KEY = pytest.StashKey[Any]()  # session.RunSession, when --mmperf
+BENCH_KEY = pytest.StashKey[Any]()  # fixture.Mmperf of one item
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mmperf", "pytest-mmperf: multimodal generation inference benchmarks")
+    for spec in OPTIONS:
+        if spec.is_flag:
+            group.addoption(spec.flag, action="store_true", default=None, dest=f"mmperf_{spec.dest}", help=spec.help)
+        else:
+            group.addoption(spec.flag, action="store", default=None, dest=f"mmperf_{spec.dest}",
+                            metavar=spec.metavar, help=spec.help)
+        if spec.dest != "enabled":
+            parser.addini(spec.ini, help=f"default for {spec.flag}", default=None)
+
+
+def _settings(config: pytest.Config) -> Settings:
+    cli = {spec.dest: config.getoption(f"mmperf_{spec.dest}") for spec in OPTIONS}
+    ini: dict[str, Any] = {}
+    for spec in OPTIONS:
+        if spec.dest == "enabled":
+            continue
+        value = config.getini(spec.ini)
+        ini[spec.ini] = value if value not in ([], "") else None
+    return resolve(cli, ini)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mmperf(workload=None, task=None, optimizations=(), batch_size=1, rounds=..., threshold=..., ...): "
+        "a pytest-mmperf benchmark; keywords describe it and override settings for it",
+    )
+    try:
+        settings = _settings(config)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[SETTINGS_KEY] = settings
+    if not settings.enabled:
+        return
+    from pytest_mmperf.session import RunSession
+
+    session = RunSession(settings, Path(str(config.rootpath)))
+    try:
+        session.start()
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(_ReportCollector(session), "mmperf-report-collector")
+
+
+def _is_benchmark(item: pytest.Item) -> bool:
+    return item.get_closest_marker(MARKER) is not None or FIXTURE in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    settings = config.stash[SETTINGS_KEY]
+    benches = [item for item in items if _is_benchmark(item)]
+    for item in benches:
+        if item.get_closest_marker(MARKER) is None:
+            item.add_marker(MARKER)
+    if not settings.enabled:
+        skip = pytest.mark.skip(reason="pytest-mmperf benchmark: run with --mmperf")
+        for item in benches:
+            item.add_marker(skip)
+        return
+    if settings.shard is not None:
+        from pytest_mmperf.sharding import select
+
+        keep = set(select([item.nodeid for item in benches], *settings.shard))
+        deselected = [item for item in benches if item.nodeid not in keep]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if item not in deselected]
+            benches = [item for item in benches if item.nodeid in keep]
+    run = config.stash.get(SESSION_KEY, None)
+    if run is not None:
+        try:
+            run.open_gate([item.nodeid for item in benches])
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture
+def mmperf(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+    """Measure a callable: ``result = mmperf(fn, *args)``; see the README for phases, checks
+    and ``mmperf.interleaved(eager, optimized)``."""
+    run = request.config.stash.get(SESSION_KEY, None)
+    if run is None:
+        pytest.skip("pytest-mmperf benchmark: run with --mmperf")
+    from pytest_mmperf.clocks import make_clock
+    from pytest_mmperf.fixture import Mmperf
+    from pytest_mmperf.memory import make_probes
+
+    marker = request.node.get_closest_marker(MARKER)
+    kwargs = dict(marker.kwargs) if marker else {}
+    try:
+        settings = run.settings.for_benchmark(kwargs)
+    except UsageError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    describe = {k: kwargs[k] for k in ("workload", "task", "optimizations", "batch_size", "scale") if k in kwargs}
+    bench = Mmperf(
+        request.node.nodeid,
+        settings,
+        clock_factory=lambda: make_clock(run.device),
+        probe_factory=lambda: make_probes(run.device),
+        device=run.device,
+        describe=describe,
+    )
+    request.node.stash[BENCH_KEY] = bench
+    yield bench
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    result = yield  # a failing test body raises here and skips the comparison
+    bench = item.stash.get(BENCH_KEY, None)
+    run = item.config.stash.get(SESSION_KEY, None)
+    record = bench.to_record() if bench is not None else None
+    if record is None or run is None:
+        return result
+    item.stash[BENCH_KEY] = record
+    verdict = run.compare(record)
+    if verdict is not None:
+        item.user_properties.append((VERDICT_PROPERTY, json.dumps(verdict.__dict__, default=str)))
+        if verdict.failed:
+            pytest.fail(verdict.message, pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.when == "call":
+        record = item.stash.get(BENCH_KEY, None)
+        if record is not None and hasattr(record, "to_json"):
+            # on the report, so that results survive pytest-xdist's worker -> controller hop
+            report.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
+    return report
+
+
+class _ReportCollector:
+    """Collects benchmark records and verdicts from reports: on the xdist controller these
+    arrive from the workers; in a single process from this process's own tests."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        from pytest_mmperf.records import BenchmarkRecord
+        from pytest_mmperf.session import Verdict
+
+        for key, value in report.user_properties:
+            if key == RECORD_PROPERTY:
+                self.run.add(BenchmarkRecord.from_json(json.loads(str(value))))
+            elif key == VERDICT_PROPERTY:
+                self.run.verdicts.append(Verdict(**json.loads(str(value))))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    run = config.stash.get(SESSION_KEY, None)
+    if run is None or hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller writes the outputs
+    from pytest_mmperf.session import OutputError
+
+    try:
+        run.messages.extend(run.finish())
+    except OutputError as exc:
+        run.messages.append(f"ERROR {exc}")
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    run = config.stash.get(SESSION_KEY, None)
+    if run is None or hasattr(config, "workerinput"):
+        return
+    from pytest_mmperf.summary import table
+
+    tr = terminalreporter
+    if run.records:
+        tr.write_sep("-", "pytest-mmperf")
+        for line in table(run.records, run.environment.get("fingerprint", "")):
+            tr.write_line(line)
+    if run.gate is not None:
+        for line in run.gate.summary_lines(run.verdicts):
+            tr.write_line(line)
+    for line in run.messages:
+        tr.write_line(f"mmperf: {line}")

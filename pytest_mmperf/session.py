@@ -1,0 +1,154 @@
+"""State of one pytest-mmperf run, and what happens at its end; no pytest imports.
+
+The plugin creates one :class:`RunSession` per pytest process, feeds it the benchmark records
+that reports carry (so results survive pytest-xdist), and calls :meth:`finish` once on the
+controller. Everything that can fail on bad stored data raises :class:`OutputError` with one line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_mmperf import __version__, atomic
+from pytest_mmperf.records import BenchmarkRecord, DocumentError, RunDocument
+from pytest_mmperf.settings import Settings, UsageError
+
+
+class OutputError(RuntimeError):
+    """Writing results, a baseline or history failed; the message is one line."""
+
+
+@dataclass
+class Verdict:
+    """What a comparison with the baseline said about one benchmark (rides on the report)."""
+
+    benchmark: str
+    failed: bool
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(requested: str, cuda_available: Callable[[], bool]) -> str:
+    if requested == "cpu":
+        return "cpu"
+    available = cuda_available()
+    if requested == "cuda" and not available:
+        raise UsageError(
+            "--mmperf-device=cuda: no CUDA device is visible to torch "
+            "(use --mmperf-device=cpu or auto)"
+        )
+    return "cuda" if available else "cpu"
+
+
+class RunSession:
+    def __init__(self, settings: Settings, rootdir: Path) -> None:
+        self.settings = settings
+        self.rootdir = rootdir
+        self.device = "cpu"
+        self.environment: dict[str, Any] = {}
+        self.records: list[BenchmarkRecord] = []
+        self.verdicts: list[Verdict] = []
+        self.started = _dt.datetime.now(_dt.timezone.utc)
+        self.commit: str | None = None
+        self.branch: str | None = None
+        self.expected_ids: list[str] = []
+        self.gate: Any = None  # pytest_mmperf.gating.Gate when --mmperf-compare
+        self.messages: list[str] = []  # one-line notes for the terminal summary
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Resolve the device, pin threads and collect the environment (imports torch)."""
+        import torch
+
+        from pytest_mmperf import environment
+
+        self.device = resolve_device(self.settings.device, torch.cuda.is_available)
+        if self.device == "cpu" and self.settings.threads > 0:
+            torch.set_num_threads(self.settings.threads)
+        self.environment = environment.collect(self.device)
+        self.commit, self.branch = environment.git_commit(self.rootdir)
+
+    def open_gate(self, expected_ids: Sequence[str]) -> None:
+        """Load the baseline for --mmperf-compare; bad stored data raises UsageError (one line)."""
+        self.expected_ids = list(expected_ids)
+        if not self.settings.compare:
+            return
+        from pytest_mmperf.gating import Gate, GateError
+
+        try:
+            self.gate = Gate.open(self.settings, self.rootdir, self.environment, self.expected_ids)
+        except (GateError, DocumentError) as exc:
+            raise UsageError(f"--mmperf-compare: {exc}") from None
+
+    # -- per benchmark ---------------------------------------------------------------------------
+    def compare(self, record: BenchmarkRecord, rerun: Callable[[], BenchmarkRecord] | None = None) -> Verdict | None:
+        if self.gate is None:
+            return None
+        verdict: Verdict = self.gate.check(record, rerun=rerun)
+        return verdict
+
+    def add(self, record: BenchmarkRecord) -> None:
+        self.records.append(record)
+
+    # -- end -----------------------------------------------------------------------------------
+    def document(self) -> RunDocument:
+        return RunDocument(
+            environment=self.environment,
+            benchmarks=tuple(sorted(self.records, key=lambda r: r.id)),
+            commit=self.commit,
+            branch=self.branch,
+            created=self.started.isoformat(timespec="seconds"),
+            tool_version=__version__,
+            settings={k: v for k, v in self.settings.public().items() if k not in ("enabled",)},
+        )
+
+    def _path(self, p: str) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else self.rootdir / path
+
+    def finish(self) -> list[str]:
+        """Write every requested output; returns one-line notes, raises OutputError."""
+        notes: list[str] = []
+        doc = self.document()
+        s = self.settings
+        if s.json_path:
+            atomic.write_text(self._path(s.json_path), doc.dumps())
+            notes.append(f"results document: {s.json_path}")
+        if s.benchmark_json_path:
+            import json
+
+            from pytest_mmperf.benchmark_json import to_pytest_benchmark
+
+            atomic.write_text(
+                self._path(s.benchmark_json_path), json.dumps(to_pytest_benchmark(doc), indent=1)
+            )
+            notes.append(f"pytest-benchmark JSON: {s.benchmark_json_path}")
+        if s.markdown_path:
+            from pytest_mmperf.markdown import render
+
+            atomic.write_text(self._path(s.markdown_path), render(doc, self.verdicts, self.gate))
+            notes.append(f"Markdown summary: {s.markdown_path}")
+        if not doc.benchmarks:
+            return notes
+        if s.save_baseline:
+            from pytest_mmperf import baselines
+
+            try:
+                path = baselines.save(doc, self._path(s.baseline_dir))
+            except (OSError, DocumentError) as exc:
+                raise OutputError(f"--mmperf-save-baseline: {exc}") from None
+            notes.append(f"baseline saved: {path}")
+        if s.history:
+            from pytest_mmperf.history import HistoryError, open_store
+
+            try:
+                with open_store(s.history, self.rootdir) as store:
+                    run_id = store.record_run(doc)
+            except HistoryError as exc:
+                raise OutputError(f"--mmperf-history: {exc}") from None
+            notes.append(f"history: run {run_id} recorded in {s.history}")
+        return notes

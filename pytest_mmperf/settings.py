@@ -1,0 +1,287 @@
+"""Every pytest-mmperf setting, resolved in one place into frozen dataclasses.
+
+Order (first wins): marker keyword (per benchmark) > command line > environment variable
+(``MMPERF_...``) > ini key (``mmperf_...``) > default. A bad value raises :class:`UsageError`
+naming the value, where it came from and what is allowed; the plugin turns it into pytest's
+one-line usage error. Nothing here imports pytest or torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEVICES = ("auto", "cpu", "cuda")
+SCALES = ("tiny", "small", "paper")
+DEFAULT_HISTORY = "sqlite:///.mmperf/history.db"
+
+
+class UsageError(ValueError):
+    """A setting with a value that is not allowed; the message is one line."""
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(str(text).rstrip("%")) / (100.0 if str(text).endswith("%") else 1.0)
+    if not 0 <= value < 1:
+        raise ValueError("must be a fraction in [0, 1) or a percentage such as 5%")
+    return value
+
+
+def _confidence(text: str) -> float:
+    value = _fraction(text)
+    if not 0.5 <= value < 1:
+        raise ValueError("must be in [0.5, 1), e.g. 0.99 or 99%")
+    return value
+
+
+def _history_url(text: str) -> str | None:
+    value = text.strip()
+    if value.lower() in ("", "off", "none", "no"):
+        return None
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+        raise ValueError("must be sqlite:///PATH, postgresql://..., or off")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int] | None:
+    value = text.strip()
+    if value in ("", "off"):
+        return None
+    m = re.fullmatch(r"(\d+)/(\d+)", value)
+    if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
+        raise ValueError("must be I/N with 1 <= I <= N, e.g. 2/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _text(text: str) -> str:
+    return str(text)
+
+
+def _optional_path(text: str) -> str | None:
+    value = str(text).strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    dest: str  # the Settings field
+    flag: str  # command line, e.g. "--mmperf-device"
+    help: str
+    parse: Callable[[str], Any]
+    default: Any
+    is_flag: bool = False  # store_true on the command line
+    metavar: str | None = None
+    marker: bool = False  # may a benchmark's marker override it?
+
+    @property
+    def ini(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return self.ini.upper()
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("enabled", "--mmperf", "run benchmark tests (marker mmperf); without it they are skipped",
+               _bool, False, is_flag=True),
+    OptionSpec("device", "--mmperf-device", "where models run: auto (cuda when available), cpu, cuda",
+               _choice(*DEVICES), "auto", metavar="auto|cpu|cuda"),
+    OptionSpec("scale", "--mmperf-scale", "model and input sizes: tiny, small, paper (the paper's real shapes)",
+               _choice(*SCALES), "tiny", metavar="tiny|small|paper"),
+    OptionSpec("json_path", "--mmperf-json", "write the results document (JSON) to PATH",
+               _optional_path, None, metavar="PATH"),
+    OptionSpec("benchmark_json_path", "--mmperf-benchmark-json",
+               "also write the results in pytest-benchmark's JSON format to PATH",
+               _optional_path, None, metavar="PATH"),
+    OptionSpec("markdown_path", "--mmperf-markdown",
+               "write a Markdown summary (for a PR comment or job summary) to PATH",
+               _optional_path, None, metavar="PATH"),
+    OptionSpec("baseline_dir", "--mmperf-baseline-dir", "where baselines live",
+               _text, "baselines", metavar="DIR"),
+    OptionSpec("save_baseline", "--mmperf-save-baseline", "store this run as the baseline for this environment",
+               _bool, False, is_flag=True),
+    OptionSpec("compare", "--mmperf-compare",
+               "compare with the stored baseline for this environment; a significant regression or "
+               "output-quality drift fails that benchmark's test", _bool, False, is_flag=True),
+    OptionSpec("compare_force", "--mmperf-compare-force",
+               "compare even with a baseline from a different environment", _bool, False, is_flag=True),
+    OptionSpec("history", "--mmperf-history",
+               f"record the run per commit: sqlite:///PATH, postgresql://..., or off (default {DEFAULT_HISTORY})",
+               _history_url, DEFAULT_HISTORY, metavar="URL"),
+    OptionSpec("rounds", "--mmperf-rounds", "minimum measured rounds per benchmark",
+               _positive_int, 7, metavar="N", marker=True),
+    OptionSpec("max_rounds", "--mmperf-max-rounds", "maximum measured rounds per benchmark",
+               _positive_int, 50, metavar="N", marker=True),
+    OptionSpec("max_time", "--mmperf-max-time",
+               "time budget in seconds for the measured rounds of one benchmark (beyond the minimum rounds)",
+               _positive_float, 3.0, metavar="SECONDS", marker=True),
+    OptionSpec("warmup", "--mmperf-warmup", "warm-up calls before measuring (the first is reported as first_call_ms)",
+               _non_negative_int, 1, metavar="N", marker=True),
+    OptionSpec("threads", "--mmperf-threads",
+               "torch intra-op threads on CPU (1 resists noise from other processes; 0 = torch's default)",
+               _non_negative_int, 1, metavar="N"),
+    OptionSpec("confidence", "--mmperf-confidence", "confidence of reported intervals",
+               _confidence, 0.95, metavar="P", marker=True),
+    OptionSpec("compare_confidence", "--mmperf-compare-confidence",
+               "confidence a regression must reach (after false-discovery control)",
+               _confidence, 0.99, metavar="P", marker=True),
+    OptionSpec("threshold", "--mmperf-threshold",
+               "smallest change that counts as a regression (latency, memory, speedup), e.g. 5%",
+               _fraction, 0.05, metavar="FRACTION", marker=True),
+    OptionSpec("confirm_reruns", "--mmperf-confirm",
+               "rerun a benchmark flagged as regressed this many times and fail only if it stays regressed",
+               _non_negative_int, 0, metavar="N", marker=True),
+    OptionSpec("profile", "--mmperf-profile",
+               "characterize each benchmark: time share per operator class (torch.profiler)",
+               _bool, False, is_flag=True),
+    OptionSpec("bandwidth_gbps", "--mmperf-bandwidth",
+               "memory bandwidth in GB/s for the roofline (default: measured once per environment)",
+               _positive_float, None, metavar="GBPS"),
+    OptionSpec("shard", "--mmperf-shard", "run only shard I of N of the benchmarks (CI matrices)",
+               _shard, None, metavar="I/N"),
+)
+
+BY_DEST = {o.dest: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = False
+    device: str = "auto"
+    scale: str = "tiny"
+    json_path: str | None = None
+    benchmark_json_path: str | None = None
+    markdown_path: str | None = None
+    baseline_dir: str = "baselines"
+    save_baseline: bool = False
+    compare: bool = False
+    compare_force: bool = False
+    history: str | None = DEFAULT_HISTORY
+    rounds: int = 7
+    max_rounds: int = 50
+    max_time: float = 3.0
+    warmup: int = 1
+    threads: int = 1
+    confidence: float = 0.95
+    compare_confidence: float = 0.99
+    threshold: float = 0.05
+    confirm_reruns: int = 0
+    profile: bool = False
+    bandwidth_gbps: float | None = None
+    shard: tuple[int, int] | None = None
+
+    def for_benchmark(self, marker_kwargs: Mapping[str, Any]) -> Settings:
+        """Settings for one benchmark: marker keywords override the session's."""
+        changes: dict[str, Any] = {}
+        for key, value in marker_kwargs.items():
+            spec = BY_DEST.get(key)
+            if spec is None or not spec.marker:
+                continue  # descriptive keywords (workload=, task=, ...) are not settings
+            changes[key] = _parse(spec, value, "marker keyword")
+        merged = replace(self, **changes)
+        _check(merged, "marker keyword")
+        return merged
+
+    def public(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _parse(spec: OptionSpec, raw: Any, origin: str) -> Any:
+    if spec.parse is _bool and isinstance(raw, bool):
+        return raw
+    if raw is None:
+        return spec.default
+    try:
+        return spec.parse(raw if isinstance(raw, str) else str(raw))
+    except ValueError as exc:
+        where = {
+            "command line": spec.flag,
+            "environment": f"${spec.env}",
+            "ini": f"ini key {spec.ini}",
+            "marker keyword": f"marker keyword {spec.dest}=",
+        }.get(origin, spec.flag)
+        reason = str(exc) if not str(exc).startswith("invalid literal") else "must be a number"
+        raise UsageError(f"{where}: {raw!r} is not allowed ({reason})") from None
+
+
+def _check(s: Settings, origin: str) -> None:
+    if s.max_rounds < s.rounds:
+        raise UsageError(
+            f"{origin}: mmperf max_rounds ({s.max_rounds}) is below rounds ({s.rounds})"
+        )
+
+
+def resolve(
+    cli: Mapping[str, Any],
+    ini: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every option. ``cli`` maps dest -> value or None (not given), ``ini`` maps the ini
+    key -> raw string or None, ``env`` defaults to ``os.environ``."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for spec in OPTIONS:
+        raw_cli = cli.get(spec.dest)
+        if spec.is_flag and raw_cli is False:
+            raw_cli = None  # store_true flags that were not given
+        if raw_cli is not None:
+            values[spec.dest] = _parse(spec, raw_cli, "command line")
+        elif env.get(spec.env) not in (None, ""):
+            values[spec.dest] = _parse(spec, env[spec.env], "environment")
+        elif ini.get(spec.ini) not in (None, "", []):
+            values[spec.dest] = _parse(spec, ini[spec.ini], "ini")
+        else:
+            values[spec.dest] = spec.default
+    settings = Settings(**values)
+    _check(settings, "options")
+    return settings
+
+
+def baseline_dir(settings: Settings, rootdir: Path) -> Path:
+    p = Path(settings.baseline_dir)
+    return p if p.is_absolute() else rootdir / p
