@@ -28,11 +28,12 @@ BENCH_KEY = pytest.StashKey[Any]()  # fixture.Mmperf of one item
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mmperf", "pytest-mmperf: multimodal generation inference benchmarks")
     for spec in OPTIONS:
+        text = spec.help.replace("%", "%%")  # argparse formats help strings
         if spec.is_flag:
-            group.addoption(spec.flag, action="store_true", default=None, dest=f"mmperf_{spec.dest}", help=spec.help)
+            group.addoption(spec.flag, action="store_true", default=None, dest=f"mmperf_{spec.dest}", help=text)
         else:
             group.addoption(spec.flag, action="store", default=None, dest=f"mmperf_{spec.dest}",
-                            metavar=spec.metavar, help=spec.help)
+                            metavar=spec.metavar, help=text)
         if spec.dest != "enabled":
             parser.addini(spec.ini, help=f"default for {spec.flag}", default=None)
 
