@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pytest_mmperf import __version__
 
 COMMANDS: tuple[str, ...] = (
-    "run",
     "compare",
     "baseline",
     "history",

@@ -44,6 +44,8 @@ class Mmperf:
         self,
         node_id: str,
         settings: Settings,
+        *,
+        context: Any = None,
         clock_factory: Callable[[], Clock],
         probe_factory: Callable[[], Sequence[MemoryProbe]],
         device: str,
@@ -51,6 +53,7 @@ class Mmperf:
     ) -> None:
         self.node_id = node_id
         self.settings = settings
+        self.context = context  # the RunSession: environment, cached bandwidth, ...
         self.device = device
         self._clock_factory = clock_factory
         self._probe_factory = probe_factory
@@ -120,6 +123,7 @@ class Mmperf:
         (arm,) = self._sampler(keep_results=True).run([lambda: fn(*args, **kwargs)])
         self._take(arm, prefix="")
         self.round_results = arm.results
+        self._characterize(lambda: fn(*args, **kwargs))
         return arm.result
 
     def interleaved(
@@ -140,7 +144,18 @@ class Mmperf:
         o = opt_arm.samples["latency_ms"]
         r = stats.ratio_of_medians(e, o, self.settings.confidence)
         self._speedup = Speedup(r.ratio, r.ci_low, r.ci_high, r.confidence, len(e), len(o))
+        self._characterize(optimized)
         return eager_arm.result, opt_arm.result
+
+    def _characterize(self, fn: Callable[[], Any]) -> None:
+        """With --mmperf-profile: one more call under torch.profiler (not a measured round)."""
+        if not self.settings.profile:
+            return
+        from pytest_mmperf.profiling import profile_call
+
+        rounds = max(len(self._samples.get("latency_ms", [])), 1)
+        steps = len(self._samples.get("tpot_ms", [])) // rounds
+        self.profile = profile_call(fn, self.device, steps=steps)
 
     def _ensure_once(self) -> None:
         if self.measured:

@@ -23,6 +23,7 @@ VERDICT_PROPERTY = "mmperf_verdict"
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[Any]()  # session.RunSession, when --mmperf
 BENCH_KEY = pytest.StashKey[Any]()  # fixture.Mmperf of one item
+RECORD_KEY = pytest.StashKey[Any]()  # records.BenchmarkRecord of one item
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -128,6 +129,7 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     bench = Mmperf(
         request.node.nodeid,
         settings,
+        context=run,
         clock_factory=lambda: make_clock(run.device),
         probe_factory=lambda: make_probes(run.device),
         device=run.device,
@@ -139,13 +141,18 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    result = yield  # a failing test body raises here and skips the comparison
-    bench = item.stash.get(BENCH_KEY, None)
+    try:
+        result = yield
+    finally:
+        # the record is kept even when the test body failed (e.g. a quality verdict), so the
+        # results document shows what was measured
+        bench = item.stash.get(BENCH_KEY, None)
+        record = bench.to_record() if bench is not None else None
+        if record is not None:
+            item.stash[RECORD_KEY] = record
     run = item.config.stash.get(SESSION_KEY, None)
-    record = bench.to_record() if bench is not None else None
     if record is None or run is None:
         return result
-    item.stash[BENCH_KEY] = record
     verdict = run.compare(record)
     if verdict is not None:
         item.user_properties.append((VERDICT_PROPERTY, json.dumps(verdict.__dict__, default=str)))
@@ -158,8 +165,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if call.when == "call":
-        record = item.stash.get(BENCH_KEY, None)
-        if record is not None and hasattr(record, "to_json"):
+        record = item.stash.get(RECORD_KEY, None)
+        if record is not None:
             # on the report, so that results survive pytest-xdist's worker -> controller hop
             report.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
     return report

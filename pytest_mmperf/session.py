@@ -58,6 +58,16 @@ class RunSession:
         self.expected_ids: list[str] = []
         self.gate: Any = None  # pytest_mmperf.gating.Gate when --mmperf-compare
         self.messages: list[str] = []  # one-line notes for the terminal summary
+        self._bandwidth_gbps: float | None = settings.bandwidth_gbps
+
+    def bandwidth_gbps(self) -> float:
+        """Memory bandwidth for the roofline: configured, or measured once per session."""
+        if self._bandwidth_gbps is None:
+            from pytest_mmperf.roofline import measure_bandwidth_gbps
+
+            self._bandwidth_gbps = measure_bandwidth_gbps(self.device)
+            self.environment["measured_bandwidth_gbps"] = round(self._bandwidth_gbps, 2)
+        return self._bandwidth_gbps
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv and install pytest-mmperf with everything its tests need. Idempotent.
+# Sourced by scripts/test and scripts/bench; run it alone to get a development environment.
+#
+# torch is installed first and pinned (2.13.0, the CPU build on a machine without CUDA), so that
+# pip never resolves the project's torch range to a multi-GB CUDA build on a CPU-only machine.
+# On a GPU machine, install your CUDA build of torch into the venv before running this:
+# a torch that already satisfies the range is kept.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+# shellcheck disable=SC1091
+source .venv/bin/activate
+if ! python -c "import torch" >/dev/null 2>&1; then
+  python -m pip install --quiet --upgrade pip
+  python -m pip install --quiet "torch==${MMPERF_TORCH_VERSION:-2.13.0}"
+fi
+if ! python -c "import pytest_mmperf, torchao, playwright, psycopg" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .venv/.mmperf-installed ]; then
+  python -m pip install --quiet -e ".[test]"
+  touch .venv/.mmperf-installed
+fi

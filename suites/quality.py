@@ -1,0 +1,139 @@
+"""Output quality of an optimized workload against its eager reference, with the right test
+for each kind of lever (issue: quality checks).
+
+* lossless levers (static cache, compile, layerskip, sdpa): greedy tokens identical; for sdpa
+  a token mismatch is tolerated only if teacher-forced logits agree within float tolerance;
+* lossy levers (quantization): free-running tokens of random-weight models diverge within a few
+  steps, so compare teacher-forced logits on the eager reference sequence: top-1 agreement,
+  KL divergence and SQNR;
+* determinism: every measured round of the optimized arm must give the same output (torchao int8
+  dynamic + compile was seen to give different tokens on identical calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Lossy levers pass when teacher-forced logits keep at least this quality.
+MIN_TOP1_AGREEMENT = 0.90
+MIN_SQNR_DB = 15.0
+# sdpa vs eager attention: same math, different summation order (relative to the largest logit).
+FLOAT_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class TokenDiff:
+    equal: bool
+    item: int | None = None  # batch item of the first difference
+    position: int | None = None  # first differing position in that item
+
+    def describe(self) -> str:
+        if self.equal:
+            return "identical"
+        return f"first difference at item {self.item}, position {self.position}"
+
+
+def first_difference(a: Sequence[Sequence[int]] | None, b: Sequence[Sequence[int]] | None) -> TokenDiff:
+    """Compare two batches of token sequences (pure Python)."""
+    if a is None or b is None:
+        return TokenDiff(a is None and b is None)
+    if len(a) != len(b):
+        return TokenDiff(False, min(len(a), len(b)), 0)
+    for i, (x, y) in enumerate(zip(a, b)):
+        for j, (u, v) in enumerate(zip(x, y)):
+            if u != v:
+                return TokenDiff(False, i, j)
+        if len(x) != len(y):
+            return TokenDiff(False, i, min(len(x), len(y)))
+    return TokenDiff(True)
+
+
+def outputs_key(output: Any) -> Any:
+    """What must repeat exactly between identical calls: tokens, or the ranking."""
+    if output is None:
+        return None
+    tokens = getattr(output, "tokens", None)
+    return tokens if tokens is not None else getattr(output, "ranking", None)
+
+
+def determinism(round_outputs: Sequence[Any]) -> dict[str, Any]:
+    keys = [outputs_key(o) for o in round_outputs]
+    for k, key in enumerate(keys[1:], start=1):
+        if key != keys[0]:
+            diff = first_difference(keys[0], key) if isinstance(key, list) else TokenDiff(False)
+            return {"deterministic": False, "rounds": len(keys),
+                    "detail": f"round {k} differs from round 0 ({diff.describe()})"}
+    return {"deterministic": True, "rounds": len(keys)}
+
+
+def logits_agreement(reference: Any, candidate: Any) -> dict[str, float]:
+    """Teacher-forced comparison of two logits tensors [batch, len, vocab] (torch)."""
+    import torch
+
+    ref = reference.float()
+    cand = candidate.float()
+    top1 = (ref.argmax(-1) == cand.argmax(-1)).float().mean().item()
+    logp = torch.log_softmax(ref, -1)
+    logq = torch.log_softmax(cand, -1)
+    kl = torch.sum(logp.exp() * (logp - logq), -1).mean().item()
+    noise = (ref - cand).pow(2).mean().item()
+    signal = ref.pow(2).mean().item()
+    sqnr = float("inf") if noise == 0 else 10.0 * torch.log10(torch.tensor(signal / noise)).item()
+    max_abs = (ref - cand).abs().max().item()
+    scale = ref.abs().max().item()
+    return {"top1_agreement": top1, "kl_divergence": kl, "sqnr_db": sqnr, "max_abs_diff": max_abs,
+            "max_rel_diff": max_abs / scale if scale else 0.0}
+
+
+def verdict(
+    *,
+    lossy: bool,
+    levers: Sequence[str],
+    eager_output: Any,
+    optimized_output: Any,
+    optimized_rounds: Sequence[Any],
+    eager_logits: Any = None,
+    optimized_logits: Any = None,
+) -> dict[str, Any]:
+    """The quality verdict of one benchmark: ``{"verdict": "pass"|"fail", "check": ..., ...}``."""
+    det = determinism(optimized_rounds)
+    q: dict[str, Any] = {"levers": list(levers), **det}
+    reasons: list[str] = []
+    if not det["deterministic"]:
+        reasons.append(f"not deterministic: {det['detail']}")
+    ref_key, opt_key = outputs_key(eager_output), outputs_key(optimized_output)
+    tokens_diff = first_difference(ref_key, opt_key) if isinstance(ref_key, list) else TokenDiff(ref_key == opt_key)
+    q["tokens_identical"] = tokens_diff.equal
+    if not tokens_diff.equal:
+        q["tokens_difference"] = tokens_diff.describe()
+    agreement = None
+    if eager_logits is not None and optimized_logits is not None:
+        agreement = logits_agreement(eager_logits, optimized_logits)
+        q["teacher_forced"] = agreement
+    if lossy:
+        q["check"] = "teacher-forced logits (top-1 agreement, KL, SQNR)"
+        if agreement is None:
+            reasons.append("lossy lever but no teacher-forced logits to compare")
+        else:
+            if agreement["top1_agreement"] < MIN_TOP1_AGREEMENT:
+                reasons.append(f"top-1 agreement {agreement['top1_agreement']:.3f} < {MIN_TOP1_AGREEMENT}")
+            if agreement["sqnr_db"] < MIN_SQNR_DB:
+                reasons.append(f"SQNR {agreement['sqnr_db']:.1f} dB < {MIN_SQNR_DB} dB")
+    else:
+        q["check"] = "greedy tokens identical to eager"
+        if not tokens_diff.equal:
+            tolerated = (
+                "sdpa" in levers
+                and agreement is not None
+                and agreement["max_rel_diff"] <= FLOAT_TOLERANCE
+            )
+            if tolerated:
+                q["check"] += " (sdpa: logits within float tolerance)"
+            else:
+                reasons.append(f"lossless lever changed the output: {tokens_diff.describe()}")
+    q["verdict"] = "fail" if reasons else "pass"
+    if reasons:
+        q["reasons"] = reasons
+    return q
