@@ -45,7 +45,7 @@ class Summary:
         return (self.iqr / 1.349) / abs(self.median)
 
 
-def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+def median_ci(samples: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     """Distribution-free CI of the median from order statistics.
 
     With n samples, the number below the true median is Binomial(n, 1/2); the ranks
