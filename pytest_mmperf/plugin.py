@@ -24,6 +24,7 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[Any]()  # session.RunSession, when --mmperf
 BENCH_KEY = pytest.StashKey[Any]()  # fixture.Mmperf of one item
 RECORD_KEY = pytest.StashKey[Any]()  # records.BenchmarkRecord of one item
+FACTORY_KEY = pytest.StashKey[Any]()  # () -> fixture.Mmperf, a fresh one (confirmation reruns)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,10 +64,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     if not settings.enabled:
         return
+    from pytest_mmperf.gpu_pinning import pin
     from pytest_mmperf.session import RunSession
 
     session = RunSession(settings, Path(str(config.rootpath)))
     try:
+        # one GPU per xdist worker: CUDA_VISIBLE_DEVICES must be set before start() touches CUDA
+        pin(settings.device, getattr(config, "workerinput", None), getattr(config.option, "numprocesses", None))
         session.start()
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -126,16 +130,21 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     except UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
     describe = {k: kwargs[k] for k in ("workload", "task", "optimizations", "batch_size", "scale") if k in kwargs}
-    bench = Mmperf(
-        request.node.nodeid,
-        settings,
-        context=run,
-        clock_factory=lambda: make_clock(run.device),
-        probe_factory=lambda: make_probes(run.device),
-        device=run.device,
-        describe=describe,
-    )
+
+    def make() -> Mmperf:
+        return Mmperf(
+            request.node.nodeid,
+            settings,
+            context=run,
+            clock_factory=lambda: make_clock(run.device),
+            probe_factory=lambda: make_probes(run.device),
+            device=run.device,
+            describe=describe,
+        )
+
+    bench = make()
     request.node.stash[BENCH_KEY] = bench
+    request.node.stash[FACTORY_KEY] = make  # a fresh one for --mmperf-confirm reruns
     yield bench
 
 
@@ -153,12 +162,31 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     run = item.config.stash.get(SESSION_KEY, None)
     if record is None or run is None:
         return result
-    verdict = run.compare(record)
+    verdict = run.compare(record, rerun=_rerun(item), settings=getattr(bench, "settings", None))
     if verdict is not None:
         item.user_properties.append((VERDICT_PROPERTY, json.dumps(verdict.__dict__, default=str)))
         if verdict.failed:
             pytest.fail(verdict.message, pytrace=False)
     return result
+
+
+def _rerun(item: pytest.Item) -> Any:
+    """For --mmperf-confirm: run the test body again with a fresh fixture; returns its record."""
+    make = item.stash.get(FACTORY_KEY, None)
+    funcargs = getattr(item, "funcargs", None)
+    if make is None or funcargs is None or funcargs.get(FIXTURE) is None:
+        return None
+
+    def again() -> Any:
+        fresh = make()
+        funcargs[FIXTURE] = fresh
+        item.runtest()
+        record = fresh.to_record()
+        if record is None:
+            raise RuntimeError(f"{item.nodeid}: the rerun measured nothing")
+        return record
+
+    return again
 
 
 @pytest.hookimpl(wrapper=True)

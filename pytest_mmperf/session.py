@@ -95,10 +95,16 @@ class RunSession:
             raise UsageError(f"--mmperf-compare: {exc}") from None
 
     # -- per benchmark ---------------------------------------------------------------------------
-    def compare(self, record: BenchmarkRecord, rerun: Callable[[], BenchmarkRecord] | None = None) -> Verdict | None:
+    def compare(
+        self,
+        record: BenchmarkRecord,
+        rerun: Callable[[], BenchmarkRecord] | None = None,
+        settings: Settings | None = None,
+    ) -> Verdict | None:
+        """Judge one record against the baseline; ``settings``: the benchmark's own (marker)."""
         if self.gate is None:
             return None
-        verdict: Verdict = self.gate.check(record, rerun=rerun)
+        verdict: Verdict = self.gate.check(record, rerun=rerun, settings=settings)
         return verdict
 
     def add(self, record: BenchmarkRecord) -> None:

@@ -97,6 +97,25 @@ def _shard(text: str) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
+def _absolute(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("gate", "report"):
+        raise ValueError("must be gate or report")
+    return value == "gate"
+
+
+def _metric_thresholds(text: str) -> tuple[tuple[str, float], ...]:
+    pairs = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError("must be METRIC=FRACTION[,METRIC=FRACTION...], e.g. tpot_ms=3%")
+        pairs.append((name.strip(), _fraction(value)))
+    return tuple(pairs)
+
+
 def _text(text: str) -> str:
     return str(text)
 
@@ -173,6 +192,17 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("threshold", "--mmperf-threshold",
                "smallest change that counts as a regression (latency, memory, speedup), e.g. 5%",
                _fraction, 0.05, metavar="FRACTION", marker=True),
+    OptionSpec("metric_thresholds", "--mmperf-metric-threshold",
+               "per-metric thresholds, e.g. tpot_ms=3%,peak_memory_bytes=10% (override --mmperf-threshold)",
+               _metric_thresholds, (), metavar="METRIC=F,..."),
+    OptionSpec("gate_absolute_timings", "--mmperf-absolute",
+               "absolute timings vs the baseline: gate (fail on a regression beyond the drift allowance) "
+               "or report (shown, never fail; for shared runners)",
+               _absolute, True, metavar="gate|report"),
+    OptionSpec("drift_allowance", "--mmperf-drift-allowance",
+               "extra allowance for absolute timings compared across sessions (machines drift; "
+               "speedups measured inside one run do not need it)",
+               _fraction, 0.20, metavar="FRACTION"),
     OptionSpec("confirm_reruns", "--mmperf-confirm",
                "rerun a benchmark flagged as regressed this many times and fail only if it stays regressed",
                _non_negative_int, 0, metavar="N", marker=True),
@@ -210,6 +240,9 @@ class Settings:
     confidence: float = 0.95
     compare_confidence: float = 0.99
     threshold: float = 0.05
+    metric_thresholds: tuple[tuple[str, float], ...] = ()
+    gate_absolute_timings: bool = True
+    drift_allowance: float = 0.20
     confirm_reruns: int = 0
     profile: bool = False
     bandwidth_gbps: float | None = None

@@ -62,6 +62,15 @@ def _levers(names: Sequence[str], workload: str, task: str, device: str) -> list
 
     levers = []
     for name in names:
+        if name == "stack":
+            # the exact composition for this workload, so the document lists the levers applied
+            from optimizations.stack import ComposedLever, compatible_levers
+
+            parts = compatible_levers(workload, task, device)
+            if not parts:
+                pytest.skip(f"stack: no lever applies to {workload}/{task} on {device}")
+            levers.append(ComposedLever(parts))
+            continue
         lever = registry.by_name(name)
         reason = lever.unsupported(workload, task, device)
         if reason:
@@ -131,7 +140,7 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
     health.setdefault("lever_setup_ms", (time.perf_counter() - t0) * 1e3)
     eager_out, opt_out = mmperf.interleaved(lambda: eager.run(mmperf), lambda: optimized.run(mmperf))
     for name, value in health.items():
-        mmperf.record(name, value, gated=False)
+        mmperf.record(_with_unit(name), value, gated=False)
     lossy = any(getattr(lever, "lossy", False) for lever in lever_objs) or any(
         getattr(sub, "lossy", False) for lever in lever_objs for sub in getattr(lever, "levers", ())
     )
@@ -152,6 +161,17 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
     _finish(mmperf, optimized, eager, q, opt_out, ref_logits=opt_logits)
 
 
+def _with_unit(name: str) -> str:
+    """Workload facts without a unit suffix are counts (``prompt_tokens`` -> ``prompt_tokens_count``)."""
+    from pytest_mmperf.metrics import MetricNameError, unit_of
+
+    try:
+        unit_of(name)
+    except MetricNameError:
+        return f"{name}_count"
+    return name
+
+
 def _expand(lever: Any) -> list[str]:
     """A composite lever (stack) lists its parts in the results document."""
     parts = getattr(lever, "levers", None)
@@ -169,7 +189,7 @@ def _threads() -> int:
 def _finish(mmperf: Any, runner: Any, eager: Any, q: dict[str, Any], output: Any, ref_logits: Any = None) -> None:
     from pytest_mmperf import drift
 
-    static = runner.metrics()
+    static = {_with_unit(name): value for name, value in runner.metrics().items()}
     for name, value in static.items():
         mmperf.record(name, value, gated=False)
     _throughput(mmperf, static)
@@ -187,7 +207,7 @@ def _finish(mmperf: Any, runner: Any, eager: Any, q: dict[str, Any], output: Any
 
 def _throughput(mmperf: Any, static: dict[str, float]) -> None:
     """tokens_per_s per round: generated tokens over the round's latency."""
-    new_tokens = static.get("new_tokens_count") or static.get("new_tokens")
+    new_tokens = static.get("new_tokens_count")
     if not new_tokens:
         return
     batch = mmperf.description.batch_size

@@ -2,8 +2,9 @@
 
 pytester's in-process runs restore ``sys.modules`` afterwards, which removes modules first
 imported during the run; torch's C extension cannot be imported a second time in one process.
-Importing torch and transformers here, before any pytester run, keeps them loaded once.
+Importing torch, scipy.stats and transformers here, before any pytester run, keeps them loaded once.
 """
 
+import scipy.stats  # noqa: F401
 import torch  # noqa: F401
 import transformers  # noqa: F401

@@ -1,0 +1,94 @@
+"""The gate and the Markdown summary as plain objects (no pytest run, no torch)."""
+
+import numpy as np
+import pytest
+
+from pytest_mmperf import baselines
+from pytest_mmperf.drift import output_fingerprint
+from pytest_mmperf.gating import Gate, GateError
+from pytest_mmperf.markdown import escape, render
+from pytest_mmperf.records import BenchmarkRecord, DocumentError, MetricRecord, RunDocument
+from pytest_mmperf.settings import Settings
+
+ENV = {"fingerprint": "cpu-2c-1t-abc", "device": "cpu", "cpu_count": 2, "torch_threads": 1}
+
+
+def rec(bid, ms, seed=0, tokens=(1, 2, 3)):
+    samples = list(ms * (1 + 0.02 * np.random.default_rng(seed).standard_normal(12)))
+    return BenchmarkRecord(bid, "llm", "t2t", (), "tiny", "cpu", 1,
+                           {"latency_ms": MetricRecord.from_samples("latency_ms", samples)},
+                           quality={"output": output_fingerprint(tokens=list(tokens))})
+
+
+@pytest.fixture
+def gate(tmp_path):
+    base = RunDocument(ENV, (rec("t.py::a", 10), rec("t.py::b", 10), rec("t.py::gone", 10)),
+                       commit="abcdef1234567")
+    baselines.save(base, tmp_path / "baselines")
+    return Gate.open(Settings(compare=True), tmp_path, ENV, ["t.py::a", "t.py::b", "t.py::new"])
+
+
+def test_verdicts_and_message(gate):
+    ok = gate.check(rec("t.py::a", 10, seed=1))
+    assert not ok.failed and ok.details["category"] == "unchanged"
+    bad = gate.check(rec("t.py::b", 14, seed=2))
+    assert bad.failed
+    assert bad.message.startswith("t.py::b latency_ms median +")
+    assert "(99% CI +" in bad.message and "> 20% threshold" in bad.message
+    assert bad.message.endswith("vs baseline baselines/cpu-2c-1t-abc.json @ abcdef1")
+    new = gate.check(rec("t.py::new", 10))
+    assert not new.failed and new.details["category"] == "inconclusive"
+    drifted = gate.check(rec("t.py::a", 10, seed=3, tokens=(1, 5, 3)))
+    assert drifted.failed and "output drift: output tokens changed: item 0, first at position 1" in drifted.message
+    lines = "\n".join(gate.summary_lines([ok, bad, new]))
+    assert "1 unchanged, 1 regressed, 1 inconclusive" in lines.replace("0 improved, ", "")
+    assert "1 baseline entry not compared in this run" in lines and "gone" in lines
+
+
+def test_marker_threshold_applies_to_every_metric(gate):
+    from dataclasses import replace
+
+    loose = replace(gate.settings, threshold=0.5)
+    assert not gate.check(rec("t.py::b", 14, seed=2), settings=loose).failed
+
+
+def test_confirmation_rerun(gate):
+    calls = []
+
+    def rerun_fast():
+        calls.append(1)
+        return rec("t.py::b", 10, seed=5)
+
+    v = gate.check(rec("t.py::b", 14, seed=2), rerun=rerun_fast,
+                   settings=Settings(compare=True, confirm_reruns=2))
+    assert not v.failed and v.details["category"] == "inconclusive" and len(calls) == 1
+    assert "not confirmed" in v.message
+    v = gate.check(rec("t.py::b", 14, seed=2), rerun=lambda: rec("t.py::b", 14, seed=6),
+                   settings=Settings(compare=True, confirm_reruns=2))
+    assert v.failed and "(confirmed by 2 rerun(s))" in v.message
+
+
+def test_no_baseline_and_foreign_files(tmp_path):
+    g = Gate.open(Settings(compare=True), tmp_path, ENV, ["x"])
+    assert "no baseline for cpu-2c-1t-abc" in g.notes[0]
+    assert not g.check(rec("x", 1)).failed
+    other = {**ENV, "torch_threads": 2, "fingerprint": "cpu-2c-2t-zzz"}
+    baselines.save(RunDocument(other, (rec("x", 1),)), tmp_path / "baselines")
+    explicit = Settings(compare=True, baseline_dir="baselines/cpu-2c-2t-zzz.json")
+    with pytest.raises(GateError, match=r"torch_threads 2 \(baseline\) vs 1 \(now\)"):
+        Gate.open(explicit, tmp_path, ENV, ["x"])
+    forced = Gate.open(Settings(compare=True, compare_force=True), tmp_path, ENV, ["x"])
+    assert forced.baseline is not None and "WARNING" in forced.notes[0]
+    (tmp_path / "baselines" / "cpu-2c-1t-abc.json").write_text("[]")
+    with pytest.raises(DocumentError, match="not a pytest-mmperf results document"):
+        Gate.open(Settings(compare=True), tmp_path, ENV, ["x"])
+
+
+def test_markdown_escapes_ids_and_works_without_a_gate(gate):
+    assert escape("test_x[a|b*]") == "test\\_x\\[a\\|b\\*\\]"
+    doc = RunDocument(ENV, (rec("t.py::a[x|<b>]", 10),))
+    md = render(doc, [], None)
+    assert "t.py::a\\[x\\|\\<b\\>\\]" in md and "Comparison" not in md
+    v = gate.check(rec("t.py::b", 14, seed=2))
+    md = render(doc, [v], gate)
+    assert "🔴 1 regressed" in md and "t.py::b latency\\_ms median" in md
