@@ -72,6 +72,10 @@ class RunSession:
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Resolve the device, pin threads and collect the environment (imports torch)."""
+        import os
+
+        # A persistent inductor cache: a warm torch.compile took 3.8 s instead of 21 s here.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.rootdir / ".mmperf" / "inductor-cache"))
         import torch
 
         from pytest_mmperf import environment

@@ -206,13 +206,19 @@ def _finish(mmperf: Any, runner: Any, eager: Any, q: dict[str, Any], output: Any
 
 
 def _throughput(mmperf: Any, static: dict[str, float]) -> None:
-    """tokens_per_s per round: generated tokens over the round's latency."""
+    """tokens_per_s per round: generated tokens over the round's latency. Where decode steps
+    produce several tokens (LayerSkip rounds), ``tpot_ms`` per round is the decode time (latency
+    after the first token) over the tokens generated after the first."""
     new_tokens = static.get("new_tokens_count")
     if not new_tokens:
         return
     batch = mmperf.description.batch_size
     lat = mmperf.samples("latency_ms")
     mmperf.record("tokens_per_s", [new_tokens * batch / (ms / 1e3) for ms in lat])
+    metrics = mmperf.metrics
+    if "tpot_ms" not in metrics and "ttft_ms" in metrics and new_tokens > 1:
+        ttft = mmperf.samples("ttft_ms")
+        mmperf.record("tpot_ms", [(total - first) / (new_tokens - 1) for total, first in zip(lat, ttft)])
 
 
 def _roofline(mmperf: Any, runner: Any, static: dict[str, float]) -> None:

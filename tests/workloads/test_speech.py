@@ -1,0 +1,120 @@
+"""The speech (SeamlessM4T v2) workload at tiny scale: phases, agreement with transformers'
+own ``generate``, determinism, KV reorder, paper-scale parameter count."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import pytest
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+
+from suites.workloads import speech
+from suites.workloads.base import BuildOptions, NullPhases
+
+# a large init makes a random Seamless' beams vary (the default gives one repeated token)
+VARIED = (("init_std", 2.0),)
+
+
+class RecordingPhases:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        self.names.append(name)
+        return nullcontext()
+
+
+EXPECTED_PHASES = {
+    "s2st": ["speech_encoder", "text_decoder", "t2u", "vocoder"],
+    "s2tt": ["speech_encoder", "text_decoder"],
+    "t2st": ["text_encoder", "text_decoder", "t2u", "vocoder"],
+    "t2tt": ["text_encoder", "text_decoder"],
+}
+
+
+@pytest.mark.parametrize("task", speech.TASKS)
+def test_every_task_runs_and_records_its_phases(task: str) -> None:
+    runner = speech.build(task, BuildOptions())
+    phases = RecordingPhases()
+    out = runner.run(phases)
+    assert phases.names == EXPECTED_PHASES[task]
+    assert out.tokens is not None and len(out.tokens[0]) == speech.SCALES["tiny"].new_tokens
+    metrics = runner.metrics()
+    assert metrics["kv_cache_bytes"] > 0 and metrics["new_tokens"] == len(out.tokens[0])
+    if speech.speaks(task):
+        # 320 waveform samples per unit (HiFi-GAN upsampling 5*4*4*2*2), one unit per character
+        assert out.extra["waveform_samples"] == 320 * len(out.extra["units"][0])
+        assert metrics["waveform_samples"] == out.extra["waveform_samples"]
+
+
+@pytest.mark.parametrize("task", ["t2tt"])
+def test_beam_search_matches_transformers_generate(task: str) -> None:
+    runner = speech.build(task, BuildOptions(batch_size=2, extra=VARIED))
+    ours = runner.run(NullPhases()).tokens
+    n = runner.config.new_tokens
+    kwargs = dict(
+        tgt_lang=speech.TARGET_LANG, generate_speech=False, num_beams=5, do_sample=False,
+        min_new_tokens=n, max_new_tokens=n, suppress_tokens=[0, 1, 2],
+    )
+    if task == "t2tt":
+        theirs = runner.model.generate(input_ids=runner.source_ids, **kwargs)
+    else:
+        theirs = runner.model.generate(input_features=runner.input_features, **kwargs)
+    assert ours == theirs.sequences[:, 2:].tolist()
+    assert ours is not None and len(set(ours[0])) > 3  # a meaningful comparison
+
+
+def test_same_seed_same_output_other_seed_other_output() -> None:
+    first = speech.build("t2st", BuildOptions(extra=VARIED)).run(NullPhases())
+    again = speech.build("t2st", BuildOptions(extra=VARIED)).run(NullPhases())
+    other = speech.build("t2st", BuildOptions(seed=1, extra=VARIED)).run(NullPhases())
+    assert first.tokens == again.tokens
+    assert torch.equal(first.extra["waveform"], again.extra["waveform"])
+    assert first.tokens != other.tokens
+
+
+def test_teacher_forced_logits_agree_with_the_decoded_tokens() -> None:
+    runner = speech.build("t2tt", BuildOptions(extra=VARIED))
+    tokens = runner.run(NullPhases()).tokens
+    assert tokens is not None
+    logits = runner.teacher_forced_logits(tokens)
+    assert logits.shape == (1, 2 + len(tokens[0]), runner.config.vocab_size)
+
+
+def test_inplace_reorder_equals_index_select_reorder() -> None:
+    config = speech.hf_config(speech.SCALES["tiny"])
+    gen = torch.Generator().manual_seed(0)
+    caches = [speech.make_cache(config, inplace) for inplace in (False, True)]
+    self_kv = torch.randn(2, 10, 4, 3, 8, generator=gen)  # layers x [K*B, heads, T, dim]
+    cross = torch.randn(2, 4, 6, 8, generator=gen).repeat_interleave(5, dim=0)  # beams equal
+    for cache in caches:
+        for layer in range(2):
+            cache.self_attention_cache.update(self_kv[layer], self_kv[layer] + 1, layer)
+            cache.cross_attention_cache.update(cross, cross + 1, layer)
+    beam_idx = torch.tensor([0, 0, 3, 1, 4, 7, 5, 5, 9, 6])  # stays within each item's 5 beams
+    keys_before = caches[1].self_attention_cache.layers[0].keys
+    for cache in caches:
+        cache.reorder_cache(beam_idx)
+    for layer in range(2):
+        ref, ours = caches[0], caches[1]
+        for kind in ("self_attention_cache", "cross_attention_cache"):
+            a, b = getattr(ref, kind).layers[layer], getattr(ours, kind).layers[layer]
+            assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    assert caches[1].self_attention_cache.layers[0].keys is keys_before  # same storage
+    assert isinstance(caches[0], EncoderDecoderCache)
+    assert isinstance(caches[0].self_attention_cache, DynamicCache)
+
+
+def test_paper_scale_is_seamless_m4t_v2_large() -> None:
+    facts = speech.describe("s2st", "paper")
+    assert abs(facts.parameters - 2.3e9) / 2.3e9 < 0.02
+    assert facts.layers == 24 and facts.hidden_size == 1024
+    assert facts.weight_bytes == 2 * facts.parameters  # float16
+
+
+def test_unknown_task_and_scale_are_refused() -> None:
+    with pytest.raises(ValueError, match="tasks"):
+        speech.build("asr", BuildOptions())
+    with pytest.raises(ValueError, match="scales"):
+        speech.build("s2st", BuildOptions(scale="huge"))
