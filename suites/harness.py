@@ -235,13 +235,14 @@ def _roofline(mmperf: Any, runner: Any, static: dict[str, float]) -> None:
                                mmperf.context.bandwidth_gbps())
 
 
-def quality_only(workload: str, task: str, levers: Sequence[str], scale: str = "tiny",
+def quality_only(workload: str, task: str, levers: Sequence[Any], scale: str = "tiny",
                  device: str = "cpu") -> dict[str, Any]:
-    """The quality verdict without timing: for tests and scripts."""
+    """The quality verdict without timing, for tests and scripts; ``levers`` are names or
+    lever objects."""
     module = importlib.import_module(WORKLOAD_MODULES[workload])
     from optimizations import registry
 
-    objs = [registry.by_name(n) for n in levers]
+    objs = [registry.by_name(n) if isinstance(n, str) else n for n in levers]
     base = BuildOptions(scale=scale, device=device, dtype=default_dtype(device))
     options = base
     for lever in objs:
@@ -256,7 +257,7 @@ def quality_only(workload: str, task: str, levers: Sequence[str], scale: str = "
     tokens = getattr(e_out, "tokens", None)
     return quality.verdict(
         lossy=any(getattr(o, "lossy", False) for o in objs),
-        levers=list(levers),
+        levers=[o.name for o in objs],
         eager_output=e_out,
         optimized_output=outs[-1],
         optimized_rounds=outs,

@@ -95,7 +95,7 @@ def test_bad_option_is_a_one_line_usage_error(pytester, args, needle):
 
 
 def test_ini_keys_and_marker_overrides(pytester):
-    pytester.makeini("[pytest]\nmmperf_rounds = 6\nmmperf_max_time = 0.01\nmmperf_history = off\n")
+    pytester.makeini("[pytest]\nmmperf_rounds = 6\nmmperf_max_rounds = 6\nmmperf_history = off\n")
     pytester.makepyfile(
         """
         import pytest

