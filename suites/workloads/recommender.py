@@ -421,9 +421,14 @@ class RecommenderRunner:
             ranking = torch.gather(self.candidate_ids, 1, top)
         return Output(ranking=ranking.tolist(), scores=top_scores)
 
-    def teacher_forced_logits(self, tokens: list[list[int]]) -> None:
-        """No token output: the ranking and its scores are compared instead."""
-        return None
+    @torch.inference_mode()
+    def teacher_forced_logits(self, tokens: list[list[int]]) -> torch.Tensor:
+        """The ranking's analogue of teacher-forced logits: the scores of *all* fixed candidates,
+        [B, 1, C] (one "position" whose "vocabulary" is the candidate set), so lossy levers get
+        top-1 agreement, KL and SQNR on the model's output. ``tokens`` is unused: a ranking
+        model has no sequence to force."""
+        values, history, candidates = self.pack()
+        return self.model.score(self.step(values, history), candidates).unsqueeze(1)
 
     def metrics(self) -> dict[str, float]:
         return {

@@ -112,6 +112,10 @@ def test_runs_phases_and_ranks_top_k_candidates_deterministically() -> None:
     other = rec.build("ranking", BuildOptions(batch_size=3, seed=1)).run(NullPhases())
     assert again.ranking == out.ranking and other.ranking != out.ranking
     assert runner.metrics()["history_tokens"] == sum(runner.lengths)
+    logits = runner.teacher_forced_logits([])
+    assert logits.shape == (3, 1, TINY.candidates)
+    top = logits[:, 0].argmax(-1)
+    assert [runner.candidate_ids[u, top[u]].item() for u in range(3)] == [r[0] for r in out.ranking]
 
 
 def test_histories_are_power_law_and_long_ones_are_truncated() -> None:
