@@ -17,6 +17,8 @@ COMMANDS: tuple[str, ...] = (
     "export",
     "merge",
     "ab",
+    "speedups",
+    "phases",
 )
 
 
