@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
-SCALES = ("tiny", "small", "paper")
+SCALES = ("tiny", "small", "paper", "paper-34b")
 DEFAULT_HISTORY = "sqlite:///.mmperf/history.db"
 
 
@@ -150,8 +150,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                _bool, False, is_flag=True),
     OptionSpec("device", "--mmperf-device", "where models run: auto (cuda when available), cpu, cuda",
                _choice(*DEVICES), "auto", metavar="auto|cpu|cuda"),
-    OptionSpec("scale", "--mmperf-scale", "model and input sizes: tiny, small, paper (the paper's real shapes)",
-               _choice(*SCALES), "tiny", metavar="tiny|small|paper"),
+    OptionSpec("scale", "--mmperf-scale", "model and input sizes: tiny, small, paper (the paper's real shapes), paper-34b (34B LLM and Chameleon)",
+               _choice(*SCALES), "tiny", metavar="tiny|small|paper|paper-34b"),
     OptionSpec("json_path", "--mmperf-json", "write the results document (JSON) to PATH",
                _optional_path, None, metavar="PATH"),
     OptionSpec("benchmark_json_path", "--mmperf-benchmark-json",

@@ -93,9 +93,11 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
     device = mmperf.device
     scale = mmperf.settings.scale
     module = importlib.import_module(WORKLOAD_MODULES[workload])
+    if scale not in module.SCALES:
+        pytest.skip(f"{workload} has no scale {scale!r} (it has {', '.join(module.SCALES)})")
     lever_objs = _levers(levers, workload, task, device)
     base = BuildOptions(scale=scale, device=device, dtype=default_dtype(device), batch_size=batch_size)
-    if scale == "paper" and device != "cuda":
+    if scale.startswith("paper") and device != "cuda":
         facts = module.describe(task, scale)
         mmperf.describe(workload=workload, task=task, optimizations=list(levers), batch_size=batch_size,
                         parameters=facts.parameters, weight_bytes=facts.weight_bytes)
