@@ -73,7 +73,12 @@ def to_pytest_benchmark(doc: RunDocument) -> dict[str, Any]:
             "cpu": {"brand_raw": env.get("cpu_model"), "count": env.get("cpu_count")},
             "mmperf_fingerprint": doc.fingerprint,
         },
-        "commit_info": {"id": doc.commit, "branch": doc.branch, "time": doc.created, "dirty": bool(doc.commit and doc.commit.endswith("-dirty"))},
+        "commit_info": {
+            "id": doc.commit,
+            "branch": doc.branch,
+            "time": doc.created,
+            "dirty": bool(doc.commit and doc.commit.endswith("-dirty")),
+        },
         "benchmarks": benches,
         "datetime": doc.created,
         "version": "5.1.0",

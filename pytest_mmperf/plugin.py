@@ -190,7 +190,9 @@ def _rerun(item: pytest.Item) -> Any:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if call.when == "call":
         record = item.stash.get(RECORD_KEY, None)
@@ -244,7 +246,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr = terminalreporter
     if run.records:
         tr.write_sep("-", "pytest-mmperf")
-        for line in table(run.records, run.environment.get("fingerprint", "")):
+        for line in table(run.records, run.environment.get("fingerprint", ""), run.settings.confidence):
             tr.write_line(line)
     if run.gate is not None:
         for line in run.gate.summary_lines(run.verdicts):

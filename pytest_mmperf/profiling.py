@@ -19,7 +19,9 @@ OP_CLASSES = ("linear", "attention", "normalization", "kv_cache", "activation", 
 # Order matters: the first pattern that matches names the class.
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("attention", re.compile(r"attention|attn|softmax|flash|efficient_attention|_sdpa|baddbmm|bmm\b|einsum")),
-    ("kv_cache", re.compile(r"index_select|index_copy|index_put|\bcat\b|copy_|slice_scatter|gather|scatter|select_backward|narrow")),
+    ("kv_cache", re.compile(
+        r"index_select|index_copy|index_put|\bcat\b|copy_|slice_scatter|gather|scatter|select_backward|narrow"
+    )),
     ("linear", re.compile(r"linear|addmm|\bmm\b|matmul|gemm|weight_int8|int_mm|_weight_int8pack_mm|conv")),
     ("normalization", re.compile(r"norm|rsqrt|\bvar\b|\bmean\b")),
     ("activation", re.compile(r"silu|gelu|relu|tanh|sigmoid|leaky")),

@@ -311,6 +311,6 @@ def _get(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     if key not in d:
         raise DocumentError(f"missing field {key!r}")
     value = d[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind in ((int, float), int):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in ((int, float), int)):
         raise DocumentError(f"field {key!r} has the wrong type ({type(value).__name__})")
     return value

@@ -150,7 +150,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                _bool, False, is_flag=True),
     OptionSpec("device", "--mmperf-device", "where models run: auto (cuda when available), cpu, cuda",
                _choice(*DEVICES), "auto", metavar="auto|cpu|cuda"),
-    OptionSpec("scale", "--mmperf-scale", "model and input sizes: tiny, small, paper (the paper's real shapes), paper-34b (34B LLM and Chameleon)",
+    OptionSpec("scale", "--mmperf-scale", "model and input sizes: tiny, small, paper (the paper's real shapes), "
+               "paper-34b (34B LLM and Chameleon)",
                _choice(*SCALES), "tiny", metavar="tiny|small|paper|paper-34b"),
     OptionSpec("json_path", "--mmperf-json", "write the results document (JSON) to PATH",
                _optional_path, None, metavar="PATH"),

@@ -26,7 +26,7 @@ def short_id(node_id: str) -> str:
     return node_id.split("::", 1)[-1] if "::" in node_id else node_id
 
 
-def table(records: Sequence[BenchmarkRecord], fingerprint: str = "") -> list[str]:
+def table(records: Sequence[BenchmarkRecord], fingerprint: str = "", confidence: float = 0.95) -> list[str]:
     header = ["benchmark", *KEY_METRICS, "speedup", "quality"]
     rows = [header]
     for r in records:
@@ -43,5 +43,8 @@ def table(records: Sequence[BenchmarkRecord], fingerprint: str = "") -> list[str
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append("medians with 95% CI of the median in brackets; speedup = eager / optimized latency, rounds interleaved")
+    lines.append(
+        f"medians with the {confidence:.0%} CI of the median in brackets; "
+        "speedup = eager / optimized latency, rounds interleaved"
+    )
     return lines

@@ -75,7 +75,9 @@ def test_user_check_failure_names_metric_value_ci_and_bound(pytester):
     )
     result = pytester.runpytest("--mmperf", *FAST)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*latency_ms median * ms (median *, 95% CI *..*, n=*) is not below the bound 1e-09 ms*"])
+    result.stdout.fnmatch_lines(
+        ["*latency_ms median * ms (median *, 95% CI *..*, n=*) is not below the bound 1e-09 ms*"]
+    )
 
 
 @pytest.mark.parametrize(
