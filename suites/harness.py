@@ -146,11 +146,7 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
     lossy = any(getattr(lever, "lossy", False) for lever in lever_objs) or any(
         getattr(sub, "lossy", False) for lever in lever_objs for sub in getattr(lever, "levers", ())
     )
-    ref_logits = opt_logits = None
-    tokens = getattr(eager_out, "tokens", None)
-    if tokens is not None:
-        ref_logits = eager.teacher_forced_logits(tokens)
-        opt_logits = optimized.teacher_forced_logits(tokens)
+    ref_logits, opt_logits = _teacher_forced(eager, optimized, eager_out)
     q = quality.verdict(
         lossy=lossy,
         levers=[name for lever in lever_objs for name in _expand(lever)],
@@ -161,6 +157,15 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         optimized_logits=opt_logits,
     )
     _finish(mmperf, optimized, eager, q, opt_out, ref_logits=opt_logits)
+
+
+def _teacher_forced(eager: Any, optimized: Any, eager_out: Any) -> tuple[Any, Any]:
+    """Both models' logits on eager's output sequence (token workloads), or on the fixed
+    candidate set (the recommender's ranking, whose runner ignores ``tokens``)."""
+    tokens = getattr(eager_out, "tokens", None)
+    if tokens is None and getattr(eager_out, "ranking", None) is None:
+        return None, None
+    return eager.teacher_forced_logits(tokens), optimized.teacher_forced_logits(tokens)
 
 
 def _with_unit(name: str) -> str:
@@ -256,14 +261,14 @@ def quality_only(workload: str, task: str, levers: Sequence[Any], scale: str = "
     phases = NullPhases()
     e_out = eager.run(phases)
     outs = [opt.run(phases) for _ in range(3)]
-    tokens = getattr(e_out, "tokens", None)
+    ref_logits, opt_logits = _teacher_forced(eager, opt, e_out)
     return quality.verdict(
         lossy=any(getattr(o, "lossy", False) for o in objs),
         levers=[o.name for o in objs],
         eager_output=e_out,
         optimized_output=outs[-1],
         optimized_rounds=outs,
-        eager_logits=eager.teacher_forced_logits(tokens) if tokens is not None else None,
-        optimized_logits=opt.teacher_forced_logits(tokens) if tokens is not None else None,
+        eager_logits=ref_logits,
+        optimized_logits=opt_logits,
     )
 
