@@ -174,10 +174,10 @@ class BenchmarkRecord:
             "batch_size": self.batch_size,
             "metrics": {k: m.to_json() for k, m in sorted(self.metrics.items())},
             "speedup_vs_eager": self.speedup_vs_eager.to_json() if self.speedup_vs_eager else None,
-            "quality": dict(self.quality) if self.quality is not None else None,
-            "params": dict(self.params),
-            "profile": dict(self.profile) if self.profile is not None else None,
-            "roofline": dict(self.roofline) if self.roofline is not None else None,
+            "quality": json_safe(dict(self.quality)) if self.quality is not None else None,
+            "params": json_safe(dict(self.params)),
+            "profile": json_safe(dict(self.profile)) if self.profile is not None else None,
+            "roofline": json_safe(dict(self.roofline)) if self.roofline is not None else None,
         }
 
     @classmethod
@@ -303,6 +303,18 @@ class RunDocument:
 
 # schema_version N -> N+1 upgrade steps; none yet, version 1 is the first.
 _UPGRADES: dict[int, Any] = {}
+
+
+def json_safe(value: Any) -> Any:
+    """Free-form data (quality, params, profile) made strict-JSON: a float that is not finite
+    (an SQNR of identical logits is +inf) becomes None; tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _get(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:

@@ -132,6 +132,14 @@ class RunSession:
 
     def finish(self) -> list[str]:
         """Write every requested output; returns one-line notes, raises OutputError."""
+        try:
+            return self._finish()
+        except (OSError, ValueError, TypeError) as exc:
+            # a bug or a full disk must not end the run in a traceback; files are written
+            # atomically, so what was there before is intact
+            raise OutputError(f"writing results failed: {type(exc).__name__}: {exc}") from None
+
+    def _finish(self) -> list[str]:
         notes: list[str] = []
         doc = self.document()
         s = self.settings

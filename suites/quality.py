@@ -84,10 +84,12 @@ def logits_agreement(reference: Any, candidate: Any) -> dict[str, float]:
     kl = torch.sum(logp.exp() * (logp - logq), -1).mean().item()
     noise = (ref - cand).pow(2).mean().item()
     signal = ref.pow(2).mean().item()
+    # identical logits have no noise: SQNR is unbounded, reported as None with identical=True
     sqnr = float("inf") if noise == 0 else 10.0 * torch.log10(torch.tensor(signal / noise)).item()
     max_abs = (ref - cand).abs().max().item()
     scale = ref.abs().max().item()
-    return {"top1_agreement": top1, "kl_divergence": kl, "sqnr_db": sqnr, "max_abs_diff": max_abs,
+    return {"top1_agreement": top1, "kl_divergence": kl, "sqnr_db": sqnr, "identical": noise == 0,
+            "max_abs_diff": max_abs,
             "max_rel_diff": max_abs / scale if scale else 0.0}
 
 

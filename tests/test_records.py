@@ -88,3 +88,14 @@ def test_bad_metric_in_document():
 def test_missing_file(tmp_path):
     with pytest.raises(DocumentError, match="no such file"):
         RunDocument.load(tmp_path / "nope.json")
+
+
+def test_free_form_fields_are_strict_json():
+    doc = make_doc()
+    bench = doc.benchmarks[0]
+    from dataclasses import replace
+
+    odd = replace(bench, quality={"teacher_forced": {"sqnr_db": float("inf"), "kl": float("nan")}, "x": (1, 2)})
+    text = doc.with_benchmarks([odd]).dumps()  # allow_nan=False would raise on inf
+    q = json.loads(text)["benchmarks"][0]["quality"]
+    assert q == {"teacher_forced": {"sqnr_db": None, "kl": None}, "x": [1, 2]}
