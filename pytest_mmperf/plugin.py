@@ -248,6 +248,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_sep("-", "pytest-mmperf")
         for line in table(run.records, run.environment.get("fingerprint", ""), run.settings.confidence):
             tr.write_line(line)
+        if any(r.profile for r in run.records):
+            from pytest_mmperf.paper_tables import phase_table
+
+            tr.write_sep("-", "pytest-mmperf characterization (--mmperf-profile)")
+            for line in phase_table(run.document(), [r for r in run.records if r.profile]).splitlines():
+                tr.write_line(line)
     if run.gate is not None:
         for line in run.gate.summary_lines(run.verdicts):
             tr.write_line(line)

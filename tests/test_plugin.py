@@ -202,3 +202,29 @@ def test_loading_the_plugin_imports_neither_torch_nor_transformers(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "HEAVY []" in out.stdout
+
+
+def test_profile_characterization_in_document_and_summary(pytester):
+    pytester.makepyfile(
+        """
+        import torch
+
+        def test_linear(mmperf):
+            lin = torch.nn.Linear(128, 128)
+            x = torch.randn(32, 128)
+
+            def step():
+                with torch.inference_mode():
+                    for _ in range(4):
+                        with mmperf.phase("tpot"):
+                            lin(x)
+
+            mmperf(step)
+        """
+    )
+    result = pytester.runpytest("--mmperf", "--mmperf-profile", "--mmperf-json=r.json", *FAST)
+    result.assert_outcomes(passed=1)
+    (b,) = json.loads((pytester.path / "r.json").read_text())["benchmarks"]
+    assert b["profile"]["op_share"]["linear"] > 0.3
+    assert b["profile"]["ops_per_decode_step"] > 0
+    result.stdout.fnmatch_lines(["*characterization*", "*test_linear*linear*"])
