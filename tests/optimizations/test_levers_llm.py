@@ -32,7 +32,8 @@ def test_registry_names_every_lever_once() -> None:
 
 def test_stack_composes_in_the_paper_order() -> None:
     names = [lever.name for lever in stack.compatible_levers("llm", "t2t", "cpu")]
-    assert names == ["sdpa", "static_cache", "compile", "int8_weight_only", "layerskip"]
+    # on CPU the stack leaves out int8 weight-only (slower than fp32 there; see stack.py)
+    assert names == ["sdpa", "static_cache", "compile", "layerskip"]
     cuda = [lever.name for lever in stack.compatible_levers("text_image", "t2i", "cuda")]
     assert cuda == ["sdpa", "static_cache", "cuda_graphs", "int8_weight_only"]
     assert "sdpa" not in [lever.name for lever in stack.compatible_levers("recommender", "", "cpu")]
