@@ -86,7 +86,7 @@ def test_slower_commit_is_reported_and_exits_1(repo, tmp_path, capsys):
     assert text.startswith(ab.MARKER) and "regression" in text and "test\\_loop" in text
     pooled = RunDocument.load(out_dir / "head.json")
     (rec,) = pooled.benchmarks
-    assert rec.metrics["latency_ms"].n == 12  # 2 repeats x 6 rounds pooled
+    assert rec.metrics["latency_ms"].n == 20  # 2 repeats x 10 rounds pooled
     assert pooled.commit == head and RunDocument.load(out_dir / "base.json").commit == base
     assert sorted(p.name for p in out_dir.glob("*-?.json")) == ["base-1.json", "base-2.json", "head-1.json",
                                                                "head-2.json"]
