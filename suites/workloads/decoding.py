@@ -361,3 +361,27 @@ def cfg_sample_decode(
             token = choose(logits[:, -1])
         out.append(token[:batch])
     return torch.cat(out, dim=1)
+
+
+def attach_steps(
+    runner: Any, stack: DecoderStack, layers: int, extra: dict[str, Any], allow_layerskip: bool
+) -> None:
+    """Give a decoder runner its per-step callables and LayerSkip settings (llm, text_image).
+
+    Sets ``layerskip``, ``speculation``, ``prefill``, ``step``, ``draft_step``, ``verify_step``
+    and ``step_names``: the callables levers may replace (compile). Prefill stays eager, as its
+    shape differs per prompt and it runs once per inference. The ``extra`` build options
+    ``layerskip_exit_layer`` and ``layerskip_trained`` shape the model; ``layerskip_draft_tokens``
+    (set by the layerskip lever) turns self-speculative decoding on.
+    """
+    exit_layer = int(extra.get("layerskip_exit_layer", layers // 2))
+    scale_late_layers(stack, exit_layer, float(extra.get("layerskip_trained", 1.0)))
+    runner.layerskip = None
+    if "layerskip_draft_tokens" in extra and allow_layerskip:
+        runner.layerskip = LayerSkipSettings(exit_layer, int(extra["layerskip_draft_tokens"]))
+    runner.speculation = SpeculationStats()
+    runner.prefill = full_step_fn(stack)
+    runner.step = full_step_fn(stack)
+    runner.draft_step = draft_step_fn(stack, exit_layer)
+    runner.verify_step = verify_step_fn(stack, exit_layer)
+    runner.step_names = ("step",) if runner.layerskip is None else ("step", "draft_step", "verify_step")

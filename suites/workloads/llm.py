@@ -187,26 +187,7 @@ class LlmRunner:
         self.prompt = synthetic_prompt(config, options.batch_size, options.seed).to(device)
         self.new_tokens = min(config.new_tokens, config.max_total_tokens - self.prompt.shape[1])
 
-        exit_layer = int(extra.get("layerskip_exit_layer", config.layers // 2))
-        decoding.scale_late_layers(
-            self.stack, exit_layer, float(extra.get("layerskip_trained", 1.0))
-        )
-        self.layerskip: decoding.LayerSkipSettings | None = None
-        if "layerskip_draft_tokens" in extra:
-            self.layerskip = decoding.LayerSkipSettings(
-                exit_layer, int(extra["layerskip_draft_tokens"])
-            )
-        self.speculation = decoding.SpeculationStats()
-
-        # The per-step callables levers may replace (compile); prefill stays eager, as its
-        # shape differs per prompt and it runs once per inference.
-        self.prefill: decoding.StepFn = decoding.full_step_fn(self.stack)
-        self.step: decoding.StepFn = decoding.full_step_fn(self.stack)
-        self.draft_step = decoding.draft_step_fn(self.stack, exit_layer)
-        self.verify_step = decoding.verify_step_fn(self.stack, exit_layer)
-        self.step_names: tuple[str, ...] = ("step",)
-        if self.layerskip is not None:
-            self.step_names = ("step", "draft_step", "verify_step")
+        decoding.attach_steps(self, self.stack, config.layers, extra, allow_layerskip=True)
         self._static_cache: Cache | None = None
 
     def cache(self) -> Cache:

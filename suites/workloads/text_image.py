@@ -277,24 +277,8 @@ class ChameleonRunner:
         self.text_bias = torch.zeros(sizes.vocab_size, device=self.device, dtype=dtype)
         self.text_bias[is_image] = float("-inf")
 
-        exit_layer = int(extra.get("layerskip_exit_layer", sizes.layers // 2))
-        decoding.scale_late_layers(
-            self.stack, exit_layer, float(extra.get("layerskip_trained", 1.0))
-        )
-        self.layerskip: decoding.LayerSkipSettings | None = None
-        if "layerskip_draft_tokens" in extra and task != "t2i":
-            self.layerskip = decoding.LayerSkipSettings(
-                exit_layer, int(extra["layerskip_draft_tokens"])
-            )
-        self.speculation = decoding.SpeculationStats()
-
-        self.prefill: decoding.StepFn = decoding.full_step_fn(self.stack)
-        self.step: decoding.StepFn = decoding.full_step_fn(self.stack)
-        self.draft_step = decoding.draft_step_fn(self.stack, exit_layer)
-        self.verify_step = decoding.verify_step_fn(self.stack, exit_layer)
-        self.step_names: tuple[str, ...] = ("step",)
-        if self.layerskip is not None:
-            self.step_names = ("step", "draft_step", "verify_step")
+        # t2i samples (top-p) rather than decoding greedily: no self-speculation there
+        decoding.attach_steps(self, self.stack, sizes.layers, extra, allow_layerskip=task != "t2i")
         self.prompt_tokens = self.prompt_length()
         self._static_cache: Cache | None = None
 
