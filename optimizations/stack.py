@@ -48,7 +48,7 @@ def compatible_levers(workload: str, task: str, device: str) -> list[Lever]:
 
 # Why the CPU stack leaves out int8 weight-only: the paper's stack targets memory-bound GPU
 # decode, where int8 weights halve the bytes moved; torchao's int8 CPU path dequantizes per call
-# and ran at 0.69-0.86x of fp32 on every workload here (tiny scale, 1 thread). The lever itself
+# and ran at 0.61-0.87x of fp32 on every workload here (tiny scale, 1 thread, scripts/bench). The lever itself
 # is still measured on its own everywhere.
 
 
