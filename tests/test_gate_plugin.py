@@ -1,12 +1,13 @@
 """--mmperf-compare end to end, through pytester: save, compare unchanged, inject, drift, corrupt.
 
 The benchmarks do real torch work whose amount an environment variable controls (test code, not
-product code). Timing robustness: the injected change is 30% on an absolute latency, above the
-gate's 20% cross-session drift allowance; an unchanged rerun a few seconds later moves by a few
-percent; ``--mmperf-confirm=1`` reruns a flagged benchmark once before failing it.
+product code). Timing robustness: the injected 30% slowdown is judged on a ratio measured inside
+each run (the eager path against a fixed reference, interleaved), which machine drift does not
+move, while absolute latencies are reported, not gated (``--mmperf-absolute=report``: they moved
+by +26% unchanged here); the process is warmed by one discarded run before the baseline is
+saved; ``--mmperf-confirm=1`` reruns a flagged benchmark once before failing it.
 """
 
-import os
 
 import pytest
 
@@ -26,7 +27,7 @@ from pytest_mmperf.drift import output_fingerprint
 
 A = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
 W = torch.randn(64, 64, generator=torch.Generator().manual_seed(1)) / 8
-STEPS = 150
+STEPS = 400  # ~5 ms a call: long enough that timer and allocator jitter are small
 
 
 def work(steps):
@@ -49,8 +50,10 @@ from conftest import STEPS, extra, output_fingerprint, work
 
 @pytest.mark.mmperf(workload="llm", task="t2t")
 def test_eager_path(mmperf):
+    # the eager path measured against a fixed reference computation in the same rounds (ABBA):
+    # speedup_vs_eager = reference / eager path, a ratio that machine drift does not move
     steps = round(STEPS * (1 + extra("MMPERF_TEST_EXTRA_EAGER")))
-    mmperf(work, steps)
+    mmperf.interleaved(lambda: work(STEPS), lambda: work(steps))
 
 
 @pytest.mark.mmperf(workload="llm", task="t2t", optimizations=["sdpa"])
@@ -62,7 +65,11 @@ def test_levered(mmperf):
     mmperf.quality = {"output": output_fingerprint(tokens=tokens)}
 '''
 
-FAST = ["--mmperf", "--mmperf-history=off", "--mmperf-rounds=10", "--mmperf-max-time=0.5", "-p", "no:randomly"]
+# --mmperf-absolute=report: on this shared VM an unchanged ~5 ms benchmark moved +26% between two
+# back-to-back runs in one process (absolute latencies are shown, not gated); the gate decides on
+# the ratios measured inside each run, as the README recommends for such machines.
+FAST = ["--mmperf", "--mmperf-history=off", "--mmperf-rounds=15", "--mmperf-warmup=2", "--mmperf-max-time=0.5",
+        "--mmperf-absolute=report", "-p", "no:randomly"]
 
 
 @pytest.fixture
@@ -71,6 +78,10 @@ def suite(pytester, monkeypatch):
     monkeypatch.delenv("MMPERF_TEST_DRIFT", raising=False)
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_bench=BENCH)
+    # The first pytester run in a process is measurably slower (lazy torch kernels, allocator
+    # growth): a baseline saved then made an unchanged or slowed rerun look 10-20% faster.
+    # Warm the process with one discarded run, as a CI job's earlier tests would.
+    pytester.runpytest(*FAST).assert_outcomes(passed=2)
     saved = pytester.runpytest(*FAST, "--mmperf-save-baseline")
     saved.assert_outcomes(passed=2)
     (path,) = (pytester.path / "baselines").glob("*.json")
@@ -96,17 +107,11 @@ def test_injected_slowdown_fails_that_benchmark_only(suite, monkeypatch):
     pytester, path = suite
     monkeypatch.setenv("MMPERF_TEST_EXTRA_EAGER", "0.3")
     result = pytester.runpytest(*FAST, "--mmperf-compare", "--mmperf-confirm=1")
-    if result.ret == 0:
-        # Not caught. Acceptable only as the honest answer on a CPU-contended machine (other
-        # jobs time-slicing our thread): the gate must then say "inconclusive: too noisy".
-        load = os.getloadavg()[0]
-        assert load > (os.cpu_count() or 1), result.stdout.str()
-        result.stdout.fnmatch_lines(["*test_eager_path*inconclusive*latency_ms: too noisy*"])
-        pytest.skip(f"CPU contended (load {load:.1f}): the gate said inconclusive, as it must")
     result.assert_outcomes(passed=1, failed=1)
     assert result.ret == 1
+    # 30% more work in the eager path: reference / eager path drops by ~23%
     result.stdout.fnmatch_lines([
-        f"*test_bench.py::test_eager_path latency_ms median +* (99% CI +*..+*%) > 20% threshold"
+        f"*test_bench.py::test_eager_path speedup_vs_eager median speedup -*% (99% CI -*..-*%) drop > 5% threshold"
         f"* vs baseline baselines/{path.name} @ * (confirmed by 1 rerun(s))*",
     ])
     failed = [line for line in result.outlines if line.startswith("FAILED")]
