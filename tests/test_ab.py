@@ -161,3 +161,22 @@ def test_command_and_environment_measure_the_worktree(tmp_path):
     env = ab.side_env(tmp_path, "abc", "main", {"PYTHONPATH": "/elsewhere", "MMPERF_SHARD": "1/2"})
     assert env["PYTHONPATH"].split(":")[0] == str(tmp_path)
     assert env["MMPERF_COMMIT"] == "abc" and "MMPERF_SHARD" not in env
+
+
+def _doc(latency: float) -> RunDocument:
+    from pytest_mmperf.records import BenchmarkRecord, MetricRecord
+
+    metrics = {"latency_ms": MetricRecord.from_samples("latency_ms", [latency] * 5)}
+    bench = BenchmarkRecord(id="t::b", workload=None, task=None, optimizations=(), scale="tiny", device="cpu",
+                            batch_size=1, metrics=metrics)
+    return RunDocument(environment={"fingerprint": "x"}, benchmarks=(bench,))
+
+
+def test_a_timing_regression_must_hold_in_every_pair_of_repeats():
+    # one slow process among four (base 10, 10; head 14, 10): pooled rounds could look significant
+    noisy = {"base": [_doc(10), _doc(10)], "head": [_doc(14), _doc(10)]}
+    assert not ab.holds_across_repeats("t::b", noisy)
+    real = {"base": [_doc(10), _doc(11)], "head": [_doc(20), _doc(19)]}
+    assert ab.holds_across_repeats("t::b", real)
+    single = {"base": [_doc(10)], "head": [_doc(10.5)]}
+    assert ab.holds_across_repeats("t::b", single)  # nothing to check with one repeat a side
