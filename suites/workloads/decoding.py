@@ -385,3 +385,19 @@ def attach_steps(
     runner.draft_step = draft_step_fn(stack, exit_layer)
     runner.verify_step = verify_step_fn(stack, exit_layer)
     runner.step_names = ("step",) if runner.layerskip is None else ("step", "draft_step", "verify_step")
+
+
+def decoder_metrics(runner: Any, rows: int, prompt_tokens: int) -> dict[str, float]:
+    """The static numbers a decoder runner reports (llm, text_image): KV-cache bytes for ``rows``
+    sequences of prompt + new tokens, token counts, and LayerSkip's acceptance when it is on."""
+    out = {
+        "kv_cache_bytes": float(
+            runner.facts.kv_cache_bytes_per_token * rows * (prompt_tokens + runner.new_tokens)
+        ),
+        "prompt_tokens": float(prompt_tokens),
+        "new_tokens": float(runner.new_tokens),
+    }
+    if runner.layerskip is not None:
+        out["acceptance_rate"] = runner.speculation.acceptance_rate
+        out["draft_tokens_count"] = float(runner.speculation.drafted)
+    return out

@@ -227,17 +227,7 @@ class LlmRunner:
 
     def metrics(self) -> dict[str, float]:
         batch, prompt_len = self.prompt.shape
-        out = {
-            "kv_cache_bytes": float(
-                self.facts.kv_cache_bytes_per_token * batch * (prompt_len + self.new_tokens)
-            ),
-            "prompt_tokens": float(prompt_len),
-            "new_tokens": float(self.new_tokens),
-        }
-        if self.layerskip is not None:
-            out["acceptance_rate"] = self.speculation.acceptance_rate
-            out["draft_tokens_count"] = float(self.speculation.drafted)
-        return out
+        return decoding.decoder_metrics(self, rows=batch, prompt_tokens=prompt_len)
 
 
 def build(task: str, options: BuildOptions) -> LlmRunner:

@@ -348,17 +348,7 @@ class ChameleonRunner:
 
     def metrics(self) -> dict[str, float]:
         rows = 3 * self.options.batch_size if self.task == "t2i" else self.options.batch_size
-        out = {
-            "kv_cache_bytes": float(
-                self.facts.kv_cache_bytes_per_token * rows * (self.prompt_tokens + self.new_tokens)
-            ),
-            "prompt_tokens": float(self.prompt_tokens),
-            "new_tokens": float(self.new_tokens),
-        }
-        if self.layerskip is not None:
-            out["acceptance_rate"] = self.speculation.acceptance_rate
-            out["draft_tokens_count"] = float(self.speculation.drafted)
-        return out
+        return decoding.decoder_metrics(self, rows=rows, prompt_tokens=self.prompt_tokens)
 
 
 def build(task: str, options: BuildOptions) -> ChameleonRunner:
