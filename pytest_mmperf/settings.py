@@ -64,15 +64,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
-    value = float(str(text).rstrip("%")) / (100.0 if str(text).endswith("%") else 1.0)
+def fraction(text: str) -> float:
+    """``0.05`` or ``5%`` -> 0.05; a fraction in [0, 1), else ValueError with a one-line reason."""
+    try:
+        value = float(str(text).rstrip("%")) / (100.0 if str(text).endswith("%") else 1.0)
+    except ValueError:
+        raise ValueError("must be a number") from None
     if not 0 <= value < 1:
         raise ValueError("must be a fraction in [0, 1) or a percentage such as 5%")
     return value
 
 
 def _confidence(text: str) -> float:
-    value = _fraction(text)
+    value = fraction(text)
     if not 0.5 <= value < 1:
         raise ValueError("must be in [0.5, 1), e.g. 0.99 or 99%")
     return value
@@ -112,7 +116,7 @@ def _metric_thresholds(text: str) -> tuple[tuple[str, float], ...]:
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
             raise ValueError("must be METRIC=FRACTION[,METRIC=FRACTION...], e.g. tpot_ms=3%")
-        pairs.append((name.strip(), _fraction(value)))
+        pairs.append((name.strip(), fraction(value)))
     return tuple(pairs)
 
 
@@ -192,7 +196,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
                _confidence, 0.99, metavar="P", marker=True),
     OptionSpec("threshold", "--mmperf-threshold",
                "smallest change that counts as a regression (latency, memory, speedup), e.g. 5%",
-               _fraction, 0.05, metavar="FRACTION", marker=True),
+               fraction, 0.05, metavar="FRACTION", marker=True),
     OptionSpec("metric_thresholds", "--mmperf-metric-threshold",
                "per-metric thresholds, e.g. tpot_ms=3%,peak_memory_bytes=10% (override --mmperf-threshold)",
                _metric_thresholds, (), metavar="METRIC=F,..."),
@@ -203,7 +207,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("drift_allowance", "--mmperf-drift-allowance",
                "extra allowance for absolute timings compared across sessions (machines drift; "
                "speedups measured inside one run do not need it)",
-               _fraction, 0.20, metavar="FRACTION"),
+               fraction, 0.20, metavar="FRACTION"),
     OptionSpec("confirm_reruns", "--mmperf-confirm",
                "rerun a benchmark flagged as regressed this many times and fail only if it stays regressed",
                _non_negative_int, 0, metavar="N", marker=True),

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mmperf.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+from pytest_mmperf.settings import fraction
 
 
 def _fraction(text: str) -> float:
+    """The option parser's fraction (``settings.fraction``), as an argparse type."""
     try:
-        value = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a fraction in [0, 1) or a percentage such as 5%")
-    return value
+        return fraction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _positive(text: str) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from pytest_mmperf import compare, drift
 from pytest_mmperf.environment import differences
 from pytest_mmperf.records import DocumentError, RunDocument
+from pytest_mmperf.settings import fraction
 from pytest_mmperf.summary import short_id
 
 
@@ -22,12 +23,9 @@ def _metric_threshold(text: str) -> tuple[str, float]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"{text!r}: expected METRIC=FRACTION, e.g. latency_ms=0.1")
     try:
-        v = float(value.rstrip("%")) / (100.0 if value.endswith("%") else 1.0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a fraction in [0, 1) or a percentage")
-    return name, v
+        return name, fraction(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def register(subparsers: Any) -> None:
