@@ -12,7 +12,7 @@ while head vs base alternated in one run cancels that drift):
    refused). ``MMPERF_COMMIT`` stamps each document with its commit;
 3. the K repeats alternate in ABBA order (base, head, head, base, base, head, ...), so a linear
    drift of the machine weighs on both sides alike; each side's repeats are pooled per benchmark
-   and metric (:func:`pytest_mmperf.merge.pool`);
+   and metric (:func:`pytest_mmperf.results.merge.pool`);
 4. head is judged against base by the gate of ``--mmperf-compare`` (:class:`gating.Gate`:
    Mann-Whitney and the ratio-of-medians CI, Bonferroni over the run, output-quality drift), with
    one difference: the drift allowance for absolute timings defaults to 0, since both sides were
@@ -38,12 +38,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_mmperf import atomic
-from pytest_mmperf.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD, Policy
-from pytest_mmperf.gating import Gate
-from pytest_mmperf.merge import MergeError, pool
-from pytest_mmperf.records import DocumentError, RunDocument
-from pytest_mmperf.session import Verdict
+from pytest_mmperf.judge.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD, Policy
+from pytest_mmperf.judge.gate import Gate
+from pytest_mmperf.judge.verdict import Verdict
+from pytest_mmperf.report.comparison import comparison_lines
+from pytest_mmperf.results import atomic
+from pytest_mmperf.results.merge import MergeError, pool
+from pytest_mmperf.results.records import DocumentError, RunDocument
 from pytest_mmperf.settings import Settings
 
 SIDES = ("base", "head")
@@ -346,7 +347,7 @@ def measure(
 
 # -- output ----------------------------------------------------------------------------------------
 def markdown(result: ABResult, options: ABOptions) -> str:
-    from pytest_mmperf.markdown import escape, render
+    from pytest_mmperf.report.markdown import escape, render
 
     verdict = "❌ regression" if result.failed else "✅ no regression"
     lines = [
@@ -370,7 +371,7 @@ def markdown(result: ABResult, options: ABOptions) -> str:
 
 
 def terminal_lines(result: ABResult) -> list[str]:
-    lines = result.gate.summary_lines(result.verdicts)
+    lines = comparison_lines(result.gate, result.verdicts)
     lines = [ln.replace("pytest-mmperf comparison:", "mmperf ab: head vs base:", 1) for ln in lines]
     for v in result.verdicts:
         if v.failed:

@@ -13,16 +13,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mmperf import stats
-from pytest_mmperf.checks import check_bound
-from pytest_mmperf.clocks import Clock
-from pytest_mmperf.measure import ArmSamples, PhaseLog, RoundPlan, Sampler
-from pytest_mmperf.memory import MemoryProbe
-from pytest_mmperf.metrics import Direction
-from pytest_mmperf.records import BenchmarkRecord, MetricRecord, Speedup
+from pytest_mmperf.judge.checks import check_bound
+from pytest_mmperf.measure.clocks import Clock
+from pytest_mmperf.measure.memory import MemoryProbe
+from pytest_mmperf.measure.sampler import ArmSamples, PhaseLog, RoundPlan, Sampler
+from pytest_mmperf.results import stats
+from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
+from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
 from pytest_mmperf.settings import Settings
 
-EAGER_PREFIX = "eager_"
 # Metrics from NVML describe the device, not the workload: recorded, never gated.
 UNGATED = frozenset({"gpu_utilization_pct", "device_memory_used_bytes", "first_call_ms"})
 
@@ -151,7 +150,7 @@ class Mmperf:
         """With --mmperf-profile: one more call under torch.profiler (not a measured round)."""
         if not self.settings.profile:
             return
-        from pytest_mmperf.profiling import profile_call
+        from pytest_mmperf.measure.profiling import profile_call
 
         rounds = max(len(self._samples.get("latency_ms", [])), 1)
         steps = len(self._samples.get("tpot_ms", [])) // rounds

@@ -119,9 +119,9 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     run = request.config.stash.get(SESSION_KEY, None)
     if run is None:
         pytest.skip("pytest-mmperf benchmark: run with --mmperf")
-    from pytest_mmperf.clocks import make_clock
     from pytest_mmperf.fixture import Mmperf
-    from pytest_mmperf.memory import make_probes
+    from pytest_mmperf.measure.clocks import make_clock
+    from pytest_mmperf.measure.memory import make_probes
 
     marker = request.node.get_closest_marker(MARKER)
     kwargs = dict(marker.kwargs) if marker else {}
@@ -212,8 +212,8 @@ class _ReportCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
             return
-        from pytest_mmperf.records import BenchmarkRecord
-        from pytest_mmperf.session import Verdict
+        from pytest_mmperf.judge.verdict import Verdict
+        from pytest_mmperf.results.records import BenchmarkRecord
 
         for key, value in report.user_properties:
             if key == RECORD_PROPERTY:
@@ -241,7 +241,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     run = config.stash.get(SESSION_KEY, None)
     if run is None or hasattr(config, "workerinput"):
         return
-    from pytest_mmperf.summary import table
+    from pytest_mmperf.report.summary import table
 
     tr = terminalreporter
     if run.records:
@@ -249,13 +249,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for line in table(run.records, run.environment.get("fingerprint", ""), run.settings.confidence):
             tr.write_line(line)
         if any(r.profile for r in run.records):
-            from pytest_mmperf.paper_tables import phase_table
+            from pytest_mmperf.report.paper_tables import phase_table
 
             tr.write_sep("-", "pytest-mmperf characterization (--mmperf-profile)")
             for line in phase_table(run.document(), [r for r in run.records if r.profile]).splitlines():
                 tr.write_line(line)
     if run.gate is not None:
-        for line in run.gate.summary_lines(run.verdicts):
+        from pytest_mmperf.report.comparison import comparison_lines
+
+        for line in comparison_lines(run.gate, run.verdicts):
             tr.write_line(line)
     for line in run.messages:
         tr.write_line(f"mmperf: {line}")

@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_mmperf import __version__, atomic
-from pytest_mmperf.records import BenchmarkRecord, DocumentError, RunDocument
+from pytest_mmperf import __version__
+from pytest_mmperf.judge.verdict import Verdict
+from pytest_mmperf.results import atomic
+from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, RunDocument
 from pytest_mmperf.settings import Settings, UsageError
+
+if TYPE_CHECKING:
+    from pytest_mmperf.judge.gate import Gate
 
 
 class OutputError(RuntimeError):
     """Writing results, a baseline or history failed; the message is one line."""
-
-
-@dataclass
-class Verdict:
-    """What a comparison with the baseline said about one benchmark (rides on the report)."""
-
-    benchmark: str
-    failed: bool
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(requested: str, cuda_available: Callable[[], bool]) -> str:
@@ -56,14 +50,14 @@ class RunSession:
         self.commit: str | None = None
         self.branch: str | None = None
         self.expected_ids: list[str] = []
-        self.gate: Any = None  # pytest_mmperf.gating.Gate when --mmperf-compare
+        self.gate: Gate | None = None  # when --mmperf-compare
         self.messages: list[str] = []  # one-line notes for the terminal summary
         self._bandwidth_gbps: float | None = settings.bandwidth_gbps
 
     def bandwidth_gbps(self) -> float:
         """Memory bandwidth for the roofline: configured, or measured once per session."""
         if self._bandwidth_gbps is None:
-            from pytest_mmperf.roofline import measure_bandwidth_gbps
+            from pytest_mmperf.measure.roofline import measure_bandwidth_gbps
 
             self._bandwidth_gbps = measure_bandwidth_gbps(self.device)
             self.environment["measured_bandwidth_gbps"] = round(self._bandwidth_gbps, 2)
@@ -78,7 +72,7 @@ class RunSession:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.rootdir / ".mmperf" / "inductor-cache"))
         import torch
 
-        from pytest_mmperf import environment
+        from pytest_mmperf.measure import environment
 
         self.device = resolve_device(self.settings.device, torch.cuda.is_available)
         if self.device == "cpu" and self.settings.threads > 0:
@@ -91,7 +85,7 @@ class RunSession:
         self.expected_ids = list(expected_ids)
         if not self.settings.compare:
             return
-        from pytest_mmperf.gating import Gate, GateError
+        from pytest_mmperf.judge.gate import Gate, GateError
 
         try:
             self.gate = Gate.open(self.settings, self.rootdir, self.environment, self.expected_ids)
@@ -108,8 +102,7 @@ class RunSession:
         """Judge one record against the baseline; ``settings``: the benchmark's own (marker)."""
         if self.gate is None:
             return None
-        verdict: Verdict = self.gate.check(record, rerun=rerun, settings=settings)
-        return verdict
+        return self.gate.check(record, rerun=rerun, settings=settings)
 
     def add(self, record: BenchmarkRecord) -> None:
         self.records.append(record)
@@ -149,21 +142,21 @@ class RunSession:
         if s.benchmark_json_path:
             import json
 
-            from pytest_mmperf.benchmark_json import to_pytest_benchmark
+            from pytest_mmperf.report.benchmark_json import to_pytest_benchmark
 
             atomic.write_text(
                 self._path(s.benchmark_json_path), json.dumps(to_pytest_benchmark(doc), indent=1)
             )
             notes.append(f"pytest-benchmark JSON: {s.benchmark_json_path}")
         if s.markdown_path:
-            from pytest_mmperf.markdown import render
+            from pytest_mmperf.report.markdown import render
 
             atomic.write_text(self._path(s.markdown_path), render(doc, self.verdicts, self.gate))
             notes.append(f"Markdown summary: {s.markdown_path}")
         if not doc.benchmarks:
             return notes
         if s.save_baseline:
-            from pytest_mmperf import baselines
+            from pytest_mmperf.results import baselines
 
             try:
                 path = baselines.save(doc, self._path(s.baseline_dir))

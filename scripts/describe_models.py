@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from suites.harness import WORKLOAD_MODULES
+from mmperf_suites.harness import WORKLOAD_MODULES
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ a real torch workload (1 thread, warm-up 1, ``--rounds`` rounds, the sampler's l
   per-round speedups (in-run ratio, plain threshold).
 
 Session 0 is the baseline; sessions 1..N are compared with it through
-:func:`pytest_mmperf.compare.compare_samples` with the gate's defaults (confidence 0.99, threshold
+:func:`pytest_mmperf.judge.compare.compare_samples` with the gate's defaults (confidence 0.99, threshold
 5%, drift allowance 20%) and a Bonferroni family of ``--family`` comparisons (a suite of about 20
 benchmarks x 3 gated timing metrics). Sessions are spaced ``--gap`` seconds apart so that the
 machine's drift between sessions is part of what is measured.
@@ -104,7 +104,7 @@ def main() -> int:
         print(json.dumps(session(args.rounds)))
         return 0
 
-    from pytest_mmperf import compare
+    from pytest_mmperf.judge import compare
 
     runs = []
     started = time.monotonic()
@@ -124,7 +124,7 @@ def main() -> int:
     report: dict[str, dict[str, dict[str, float]]] = {"abs": {}, "ratio": {}}
     for path, levels, direction, kind, metric in (
         ("abs", ABS_LEVELS, "lower", compare.TIMING, "latency_ms"),
-        ("ratio", RATIO_LEVELS, "higher", compare.IN_RUN, compare.SPEEDUP),
+        ("ratio", RATIO_LEVELS, "higher", compare.IN_RUN, "speedup_vs_eager"),
     ):
         for s in levels:
             verdicts = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytest_mmperf.records import BenchmarkRecord, MetricRecord, RunDocument, Speedup
+from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, RunDocument, Speedup
 
 ENVIRONMENT = {"fingerprint": "cpu-test-0123abcd", "device": "cpu", "python": "3.11", "torch": "2.13.0",
                "cpu_model": "Test CPU @ 3.0GHz"}

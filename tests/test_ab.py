@@ -16,7 +16,7 @@ import pytest
 
 from pytest_mmperf import ab
 from pytest_mmperf.cli import main
-from pytest_mmperf.records import RunDocument
+from pytest_mmperf.results.records import RunDocument
 
 CONFTEST = '''
 def work(n):
@@ -164,7 +164,7 @@ def test_command_and_environment_measure_the_worktree(tmp_path):
 
 
 def _doc(latency: float) -> RunDocument:
-    from pytest_mmperf.records import BenchmarkRecord, MetricRecord
+    from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord
 
     metrics = {"latency_ms": MetricRecord.from_samples("latency_ms", [latency] * 5)}
     bench = BenchmarkRecord(id="t::b", workload=None, task=None, optimizations=(), scale="tiny", device="cpu",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mmperf import atomic, baselines
-from pytest_mmperf.records import BenchmarkRecord, DocumentError, MetricRecord, RunDocument
+from pytest_mmperf.results import atomic, baselines
+from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, MetricRecord, RunDocument
 
 ENV = {"fingerprint": "cpu-2c-1t-abc", "device": "cpu", "cpu_count": 2, "torch_threads": 1,
        "torch_version": "2.13.0"}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_mmperf.changepoints import ChangePoint, detect
+from pytest_mmperf.judge.changepoints import ChangePoint, detect
 
 
 def _history(values: np.ndarray) -> list[tuple[str | None, float]]:

@@ -6,9 +6,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_mmperf import compare
-from pytest_mmperf.compare import Category, Policy
-from pytest_mmperf.records import BenchmarkRecord, MetricRecord, Speedup
+from pytest_mmperf.judge import compare
+from pytest_mmperf.judge.compare import Category, Policy
+from pytest_mmperf.results.metrics import SPEEDUP
+from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
 
 SAMPLES = st.lists(st.floats(min_value=0.5, max_value=100.0, allow_nan=False), min_size=5, max_size=30)
 
@@ -117,7 +118,7 @@ def test_speedup_drop_from_per_round_ratios():
                            "eager_latency_ms": MetricRecord.from_samples("eager_latency_ms", eager)},
                           speedup_vs_eager=Speedup(1.67, 1.6, 1.75))
     comp = compare.compare_benchmarks(base, cur, Policy())
-    sp = next(m for m in comp.metrics if m.metric == compare.SPEEDUP)
+    sp = next(m for m in comp.metrics if m.metric == SPEEDUP)
     assert sp.kind == compare.IN_RUN and sp.category is Category.REGRESSED
     assert "speedup_vs_eager median speedup -1" in sp.describe()
     same = compare.compare_benchmarks(base, base, Policy())
@@ -144,7 +145,7 @@ def test_ungated_metrics_never_decide():
 
 
 def test_family_size_and_q_values():
-    from pytest_mmperf.records import RunDocument
+    from pytest_mmperf.results.records import RunDocument
 
     doc = RunDocument({"fingerprint": "x"}, (record("a", latency_ms=[1.0] * 5, peak_rss_bytes=[1.0]),
                                               record("b", latency_ms=[1.0] * 5, tpot_ms=[1.0] * 5)))

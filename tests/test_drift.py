@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from pytest_mmperf.drift import compare_outputs, output_fingerprint
+from pytest_mmperf.judge.drift import compare_outputs, output_fingerprint
 
 
 def test_same_output_no_drift_and_json_only():

@@ -1,6 +1,6 @@
-from pytest_mmperf import environment
-from pytest_mmperf.memory.host import HostRssProbe
-from pytest_mmperf.memory.nvml import NvmlProbe
+from pytest_mmperf.measure import environment
+from pytest_mmperf.measure.memory.host import HostRssProbe
+from pytest_mmperf.measure.memory.nvml import NvmlProbe
 
 
 def test_collect_on_this_machine():

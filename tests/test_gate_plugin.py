@@ -13,8 +13,8 @@ import pytest
 
 # pytester's in-process runs restore sys.modules after each run, and numpy/scipy extension
 # modules cannot load twice in one process: load what the gate imports before any run.
-import pytest_mmperf.gating
-import pytest_mmperf.markdown  # noqa: F401
+import pytest_mmperf.judge.gate
+import pytest_mmperf.report.markdown  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from pytest_mmperf.drift import output_fingerprint
+from pytest_mmperf.judge.drift import output_fingerprint
 
 A = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
 W = torch.randn(64, 64, generator=torch.Generator().manual_seed(1)) / 8

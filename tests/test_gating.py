@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from pytest_mmperf import baselines
-from pytest_mmperf.drift import output_fingerprint
-from pytest_mmperf.gating import Gate, GateError
-from pytest_mmperf.markdown import escape, render
-from pytest_mmperf.records import BenchmarkRecord, DocumentError, MetricRecord, RunDocument
+from pytest_mmperf.judge.drift import output_fingerprint
+from pytest_mmperf.judge.gate import Gate, GateError
+from pytest_mmperf.report.comparison import comparison_lines
+from pytest_mmperf.report.markdown import escape, render
+from pytest_mmperf.results import baselines
+from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, MetricRecord, RunDocument
 from pytest_mmperf.settings import Settings
 
 ENV = {"fingerprint": "cpu-2c-1t-abc", "device": "cpu", "cpu_count": 2, "torch_threads": 1}
@@ -40,7 +41,7 @@ def test_verdicts_and_message(gate):
     assert not new.failed and new.details["category"] == "inconclusive"
     drifted = gate.check(rec("t.py::a", 10, seed=3, tokens=(1, 5, 3)))
     assert drifted.failed and "output drift: output tokens changed: item 0, first at position 1" in drifted.message
-    lines = "\n".join(gate.summary_lines([ok, bad, new]))
+    lines = "\n".join(comparison_lines(gate, [ok, bad, new]))
     assert "1 unchanged, 1 regressed, 1 inconclusive" in lines.replace("0 improved, ", "")
     assert "1 baseline entry not compared in this run" in lines and "gone" in lines
 

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from pytest_mmperf.clocks.cuda import CudaEventClock
-from pytest_mmperf.clocks.host import HostClock
-from pytest_mmperf.measure import RoundPlan, Sampler
-from pytest_mmperf.memory.cuda import CudaAllocatorProbe
+from pytest_mmperf.measure.clocks.cuda import CudaEventClock
+from pytest_mmperf.measure.clocks.host import HostClock
+from pytest_mmperf.measure.memory.cuda import CudaAllocatorProbe
+from pytest_mmperf.measure.sampler import RoundPlan, Sampler
 
 
 class FakeCounter:

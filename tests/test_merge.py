@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-import pytest_mmperf.merge  # noqa: F401  (loaded before pytester runs; see tests/conftest.py)
+import pytest_mmperf.results.merge  # noqa: F401  (loaded before pytester runs; see tests/conftest.py)
 from pytest_mmperf.cli import main
-from pytest_mmperf.merge import MergeError, merge_shards, pool, pool_records
-from pytest_mmperf.records import BenchmarkRecord, MetricRecord, RunDocument
+from pytest_mmperf.results.merge import MergeError, merge_shards, pool, pool_records
+from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, RunDocument
 
 pytest_plugins = ["pytester"]
 

@@ -1,6 +1,6 @@
 from pytest_mmperf.cli import main
-from pytest_mmperf.paper_tables import phase_shares, phase_table, speedup_table
-from pytest_mmperf.records import BenchmarkRecord, MetricRecord, RunDocument, Speedup
+from pytest_mmperf.report.paper_tables import phase_shares, phase_table, speedup_table
+from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, RunDocument, Speedup
 
 
 def bench(bid, opts, speedup=None, **metrics):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pytest_mmperf.profiling import OP_CLASSES, classify, profile_call, shares
-from pytest_mmperf.roofline import measure_bandwidth_gbps, roofline
+from pytest_mmperf.measure.profiling import OP_CLASSES, classify, profile_call, shares
+from pytest_mmperf.measure.roofline import measure_bandwidth_gbps, roofline
 
 
 @pytest.mark.parametrize(

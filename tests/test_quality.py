@@ -1,8 +1,7 @@
 from types import SimpleNamespace
 
 import torch
-
-from suites import quality
+from mmperf_suites import quality
 
 
 def out(tokens):

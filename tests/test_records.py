@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pytest_mmperf.metrics import Direction, MetricNameError, unit_of
-from pytest_mmperf.records import (
+from pytest_mmperf.results.metrics import Direction, MetricNameError, unit_of
+from pytest_mmperf.results.records import (
     SCHEMA_VERSION,
     BenchmarkRecord,
     DocumentError,
@@ -15,7 +15,7 @@ from pytest_mmperf.records import (
 
 def make_doc() -> RunDocument:
     bench = BenchmarkRecord(
-        id="suites/test_llm.py::test_llm[eager]",
+        id="suites/mmperf_suites/test_llm.py::test_llm[eager]",
         workload="llm",
         task="t2t",
         optimizations=("sdpa", "compile"),

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_mmperf import stats
+from pytest_mmperf.results import stats
 
 finite = st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infinity=False)
 

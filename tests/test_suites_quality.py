@@ -5,9 +5,8 @@ import dataclasses
 
 import pytest
 import torch
-
-from optimizations import registry
-from suites.harness import quality_only
+from mmperf_levers import registry
+from mmperf_suites.harness import quality_only
 
 
 @dataclasses.dataclass(frozen=True)

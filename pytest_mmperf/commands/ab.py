@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pytest_mmperf.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+from pytest_mmperf.judge.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
 from pytest_mmperf.settings import fraction
 
 

@@ -9,9 +9,9 @@ import argparse
 import sys
 from typing import Any
 
-from pytest_mmperf import baselines
-from pytest_mmperf.records import DocumentError, RunDocument
-from pytest_mmperf.summary import table
+from pytest_mmperf.report.summary import table
+from pytest_mmperf.results import baselines
+from pytest_mmperf.results.records import DocumentError, RunDocument
 
 
 def register(subparsers: Any) -> None:

@@ -11,11 +11,12 @@ import argparse
 import sys
 from typing import Any
 
-from pytest_mmperf import compare, drift
-from pytest_mmperf.environment import differences
-from pytest_mmperf.records import DocumentError, RunDocument
+from pytest_mmperf.judge import compare, drift
+from pytest_mmperf.report.summary import short_id
+from pytest_mmperf.results.fingerprint import differences
+from pytest_mmperf.results.metrics import SPEEDUP
+from pytest_mmperf.results.records import DocumentError, RunDocument
 from pytest_mmperf.settings import fraction
-from pytest_mmperf.summary import short_id
 
 
 def _metric_threshold(text: str) -> tuple[str, float]:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         counts[category.value] += 1
         print(f"{short_id(comp.benchmark)}: {category.value}")
         for m in comp.metrics:
-            notable = m.category is not compare.Category.UNCHANGED or m.metric in ("latency_ms", compare.SPEEDUP)
+            notable = m.category is not compare.Category.UNCHANGED or m.metric in ("latency_ms", SPEEDUP)
             if m.gated and notable:
                 print(f"  {m.describe()}")
         for o in outputs:

@@ -37,8 +37,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pytest_mmperf import atomic
     from pytest_mmperf.report import export
+    from pytest_mmperf.results import atomic
 
     try:
         with open_source(args) as store:

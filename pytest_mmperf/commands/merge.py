@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_mmperf import atomic
-from pytest_mmperf.merge import MergeError, merge_shards
-from pytest_mmperf.records import DocumentError, RunDocument
+from pytest_mmperf.results import atomic
+from pytest_mmperf.results.merge import MergeError, merge_shards
+from pytest_mmperf.results.records import DocumentError, RunDocument
 
 
 def register(subparsers: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from pytest_mmperf.records import DocumentError, RunDocument
+from pytest_mmperf.results.records import DocumentError, RunDocument
 
 
 def register(sub: Any) -> None:
@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pytest_mmperf.paper_tables import phase_table
+    from pytest_mmperf.report.paper_tables import phase_table
 
     try:
         doc = RunDocument.load(args.results)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pytest_mmperf.commands.sources import add_filter_arguments, add_source_arguments, filters_from, open_source
 from pytest_mmperf.history import HistoryError
-from pytest_mmperf.records import DocumentError, RunDocument
+from pytest_mmperf.results.records import DocumentError, RunDocument
 
 
 def register(subparsers: Any) -> None:
@@ -45,8 +45,8 @@ def _baseline(args: argparse.Namespace, fingerprint: str) -> RunDocument | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pytest_mmperf import atomic
     from pytest_mmperf.report import html, model
+    from pytest_mmperf.results import atomic
 
     try:
         with open_source(args) as store:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mmperf.history import HistoryError, HistoryStore, open_documents, open_store
-from pytest_mmperf.records import DocumentError, RunDocument
 from pytest_mmperf.report.model import LATEST, Filters
+from pytest_mmperf.results.records import DocumentError, RunDocument
 from pytest_mmperf.settings import DEFAULT_HISTORY
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from pytest_mmperf.records import RunDocument
+from pytest_mmperf.results.records import RunDocument
 
 SPEEDUP_METRIC = "speedup_vs_eager"  # the benchmark's speedup, served as one more series
 

@@ -40,7 +40,7 @@ from pytest_mmperf.history.schema import (
     migrate,
     runs,
 )
-from pytest_mmperf.records import BenchmarkRecord, DocumentError, MetricRecord, RunDocument, Speedup
+from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, MetricRecord, RunDocument, Speedup
 
 T = TypeVar("T")
 

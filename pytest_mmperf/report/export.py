@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_mmperf.records import RunDocument
+from pytest_mmperf.results.records import RunDocument
 
 TOOL_FOR_DIRECTION = {"lower": "customSmallerIsBetter", "higher": "customBiggerIsBetter"}
 

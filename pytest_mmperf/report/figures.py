@@ -21,9 +21,9 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from pytest_mmperf.records import BenchmarkRecord, RunDocument
 from pytest_mmperf.report.model import Trend
-from pytest_mmperf.summary import short_id
+from pytest_mmperf.report.summary import short_id
+from pytest_mmperf.results.records import BenchmarkRecord, RunDocument
 
 REGRESSION = "#c0392b"
 IMPROVEMENT = "#1e8449"

@@ -22,10 +22,10 @@ from typing import Any
 import plotly.graph_objects as go
 
 from pytest_mmperf import __version__
-from pytest_mmperf.records import BenchmarkRecord, RunDocument
 from pytest_mmperf.report import figures
 from pytest_mmperf.report.model import HistoryView
-from pytest_mmperf.summary import short_id
+from pytest_mmperf.report.summary import short_id
+from pytest_mmperf.results.records import BenchmarkRecord, RunDocument
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "

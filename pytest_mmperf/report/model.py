@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytest_mmperf import changepoints
 from pytest_mmperf.history import HistoryError, HistoryStore, RunInfo, Series
-from pytest_mmperf.records import RunDocument
+from pytest_mmperf.judge import changepoints
+from pytest_mmperf.results.records import RunDocument
 
 LATEST = "latest"
 ALL = "all"

@@ -7,9 +7,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from suites.workloads import llm
-from suites.workloads.base import BuildOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_suites.workloads import llm
 
 
 class RecordingPhases:

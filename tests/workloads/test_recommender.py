@@ -10,9 +10,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from suites.workloads import recommender as rec
-from suites.workloads.base import BuildOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_suites.workloads import recommender as rec
 
 TINY = rec.SCALES["tiny"]
 

@@ -7,10 +7,9 @@ from contextlib import AbstractContextManager, nullcontext
 
 import pytest
 import torch
+from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_suites.workloads import speech
 from transformers import DynamicCache, EncoderDecoderCache
-
-from suites.workloads import speech
-from suites.workloads.base import BuildOptions, NullPhases
 
 # a large init makes a random Seamless' beams vary (the default gives one repeated token)
 VARIED = (("init_std", 2.0),)

@@ -6,9 +6,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 
 import pytest
-
-from suites.workloads import text_image
-from suites.workloads.base import BuildOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_suites.workloads import text_image
 
 TINY = text_image.SCALES["tiny"]
 

@@ -1,0 +1,30 @@
+"""HSTU attention computed jagged and blocked (per history, per block of query rows, only the
+keys up to the block's end) instead of padding every history to the batch's longest and
+building dense [B, H, N, N] scores: the paper's fused jagged attention, in torch ops. Same
+result within float tolerance (``mmperf_suites.workloads.recommender``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from mmperf_levers.contract import BuildOptions, Runner
+
+
+@dataclass(frozen=True)
+class HstuFusedAttentionLever:
+    name: str = "hstu_fused_attention"
+    lossy: bool = False  # the ranking is expected to be identical; scores within tolerance
+
+    def unsupported(self, workload: str, task: str, device: str) -> str | None:
+        if workload != "recommender":
+            return "only the recommender workload runs HSTU attention"
+        return None
+
+    def configure(self, options: BuildOptions) -> BuildOptions:
+        return replace(options, hstu_attention="fused")
+
+    def apply(self, runner: Runner) -> dict[str, float]:
+        return {}
+
+
+LEVER = HstuFusedAttentionLever()

@@ -1,0 +1,248 @@
+"""The regression gate of ``--mmperf-compare``: the baseline of this environment, judged per test.
+
+:meth:`Gate.open` loads ``<baseline_dir>/<fingerprint>.json`` once, after collection:
+
+* no baseline for this fingerprint: the gate still opens; every benchmark gets the verdict
+  *inconclusive (no baseline)*, which passes, and the summary says
+  "no baseline for <fingerprint>: nothing to compare; run with --mmperf-save-baseline". A first CI
+  run on a new machine must not fail, and it must not look like a pass either;
+* a corrupt, truncated, newer-schema or foreign file: :class:`records.DocumentError` (one line
+  naming the file); the plugin turns it into a usage error (exit 4); the file is not touched;
+* a baseline from another environment (comparable keys differ; also when ``--mmperf-baseline-dir``
+  names a ``.json`` file directly): :class:`GateError` naming the differing keys, unless
+  ``--mmperf-compare-force``.
+
+:meth:`Gate.check` compares one record with its baseline entry through
+:func:`pytest_mmperf.judge.compare.compare_benchmarks` (statistics, thresholds, the drift allowance for
+absolute timings, Bonferroni over the whole run) and :func:`pytest_mmperf.judge.drift.compare_outputs`
+(output fingerprints), and returns a :class:`session.Verdict`; it fails only for a regression or an
+output drift. With ``confirm_reruns`` > 0 and a ``rerun`` callable, a timing regression fails only
+when every confirmation rerun is regressed too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_mmperf.judge import compare, drift
+from pytest_mmperf.judge.verdict import Verdict
+from pytest_mmperf.results import baselines
+from pytest_mmperf.results.fingerprint import differences
+from pytest_mmperf.results.metrics import SPEEDUP
+from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, RunDocument
+from pytest_mmperf.settings import Settings, baseline_dir
+
+
+class GateError(Exception):
+    """The baseline cannot be used for this run; one line."""
+
+
+@dataclass
+class Gate:
+    settings: Settings
+    environment: Mapping[str, Any]
+    baseline: RunDocument | None
+    path: str  # for messages: the baseline file, relative to rootdir when inside it
+    expected_ids: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        rootdir: Path,
+        environment: Mapping[str, Any],
+        expected_ids: Sequence[str],
+    ) -> Gate:
+        where = baseline_dir(settings, rootdir)
+        fingerprint = str(environment.get("fingerprint", ""))
+        notes: list[str] = []
+        if where.suffix == ".json":  # an explicit file: must match, unless forced
+            path = where
+            if not path.exists():
+                raise GateError(f"{_show(path, rootdir)}: no such baseline file")
+            doc = baselines.load(path)
+            _check_environment(doc, environment, path, rootdir, settings.compare_force, notes)
+        else:
+            path = baselines.path_for(fingerprint, where)
+            if path.exists():
+                doc = baselines.load(path)
+                _check_environment(doc, environment, path, rootdir, settings.compare_force, notes)
+            else:
+                others = [b for b in baselines.list_baselines(where) if b.error is None]
+                if settings.compare_force and len(others) == 1:
+                    path = others[0].path
+                    doc = baselines.load(path)
+                    _check_environment(doc, environment, path, rootdir, True, notes)
+                else:
+                    notes.append(
+                        f"no baseline for {fingerprint} in {_show(where, rootdir)}: nothing to "
+                        "compare; run with --mmperf-save-baseline"
+                        + (f" (baselines there are for: {', '.join(b.fingerprint for b in others)})"
+                           if others else "")
+                    )
+                    return cls(settings, environment, None, _show(path, rootdir), tuple(expected_ids), notes)
+        return cls(settings, environment, doc, _show(path, rootdir), tuple(expected_ids), notes)
+
+    # -- per benchmark -------------------------------------------------------------------------
+    @property
+    def commit(self) -> str:
+        return _short_commit(self.baseline.commit if self.baseline else None)
+
+    def family_size(self) -> int:
+        if self.baseline is None:
+            return 1
+        return compare.family_size(self.baseline, set(self.expected_ids) or None,
+                                   gate_absolute=self._gate_absolute(self.settings))
+
+    @staticmethod
+    def _gate_absolute(s: Settings) -> bool:
+        # --mmperf-absolute=gate|report; gate by default: INTERFACE.md promises latency
+        # regressions fail, and dedicated runners drift less than the allowance
+        return s.gate_absolute_timings
+
+    def policy(self, settings: Settings | None = None) -> compare.Policy:
+        """The decision rule for one benchmark: its marker's threshold wins over the per-metric
+        mapping, which wins over the session's threshold."""
+        s = settings or self.settings
+        per_metric: Mapping[str, float] = dict(s.metric_thresholds)
+        if settings is not None and settings.threshold != self.settings.threshold:
+            per_metric = {}  # a marker keyword threshold= applies to every metric of its test
+        return compare.Policy(
+            threshold=s.threshold,
+            thresholds=dict(per_metric),
+            confidence=s.compare_confidence,
+            family_size=self.family_size(),
+            drift_allowance=s.drift_allowance,
+            gate_absolute=self._gate_absolute(s),
+        )
+
+    def check(
+        self,
+        record: BenchmarkRecord,
+        rerun: Callable[[], BenchmarkRecord] | None = None,
+        settings: Settings | None = None,
+    ) -> Verdict:
+        if self.baseline is None:
+            return self._inconclusive(record.id, "no baseline for this environment")
+        base = self.baseline.by_id().get(record.id)
+        if base is None:
+            return self._inconclusive(record.id, "no baseline entry (a new benchmark)")
+        policy = self.policy(settings)
+        comp = compare.compare_benchmarks(base, record, policy)
+        outputs = drift.compare_outputs(_output(base), _output(record))
+        reruns: list[str] = []
+        confirm = (settings or self.settings).confirm_reruns
+        if comp.regressions and rerun is not None and confirm > 0:
+            for i in range(confirm):
+                again = compare.compare_benchmarks(base, rerun(), policy)
+                if not again.regressions:
+                    reruns.append(f"rerun {i + 1}: not regressed")
+                    break
+                reruns.append(f"rerun {i + 1}: still regressed")
+        return self._verdict(record.id, comp, outputs, reruns)
+
+    def _vs(self, benchmark_id: str) -> str:
+        assert self.baseline is not None
+        return f"vs baseline {self.path} @ {_short_commit(baselines.entry_commit(self.baseline, benchmark_id))}"
+
+    def _verdict(
+        self,
+        bid: str,
+        comp: compare.BenchmarkComparison,
+        outputs: list[drift.OutputChange],
+        reruns: list[str],
+    ) -> Verdict:
+        category = comp.category
+        regressions = comp.regressions
+        unconfirmed = bool(reruns) and reruns[-1].endswith("not regressed")
+        failures: list[str] = []
+        if regressions and not unconfirmed:
+            failures += [f"{m.describe()}" for m in regressions]
+        failures += [f"output drift: {c.message}" for c in outputs]
+        details: dict[str, Any] = {
+            "category": (compare.Category.REGRESSED.value if failures
+                         else compare.Category.INCONCLUSIVE.value if unconfirmed else category.value),
+            "baseline": self.path,
+            "baseline_commit": baselines.entry_commit(self.baseline, bid) if self.baseline else None,
+            "metrics": [m.to_json() for m in comp.metrics],
+            "drift": [c.to_json() for c in outputs],
+            "notes": list(comp.notes),
+            "reruns": reruns,
+            "alpha": self.policy().alpha,
+        }
+        if failures:
+            message = f"{bid} " + "; ".join(failures) + f" {self._vs(bid)}"
+            if reruns:
+                message += f" (confirmed by {len(reruns)} rerun(s))"
+            return Verdict(bid, True, message, details)
+        if unconfirmed:
+            first = "; ".join(m.describe() for m in regressions)
+            reason = f"regressed at first ({first}), not confirmed: {reruns[-1]}"
+            details["reason"] = reason
+            return Verdict(bid, False, f"{bid}: inconclusive: {reason} {self._vs(bid)}", details)
+        if category is compare.Category.INCONCLUSIVE:
+            why = [f"{m.metric}: {m.reason}" for m in comp.gated if m.category is compare.Category.INCONCLUSIVE]
+            details["reason"] = "; ".join(why) or "no comparable metric"
+            return Verdict(bid, False, f"{bid}: inconclusive ({details['reason']}) {self._vs(bid)}", details)
+        key = _key_metric(comp)
+        shown = f": {key.change_text()}" if key else ""
+        return Verdict(bid, False, f"{bid}: {category.value}{shown} {self._vs(bid)}", details)
+
+    def _inconclusive(self, bid: str, reason: str) -> Verdict:
+        return Verdict(bid, False, f"{bid}: inconclusive ({reason})",
+                       {"category": compare.Category.INCONCLUSIVE.value, "reason": reason,
+                        "baseline": self.path if self.baseline else None, "metrics": [], "drift": []})
+
+def _short_commit(commit: str | None) -> str:
+    if not commit:
+        return "unknown commit"
+    dirty = commit.endswith("-dirty")
+    return commit[:7] + ("-dirty" if dirty else "")
+
+
+def _show(path: Path, rootdir: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(rootdir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _check_environment(
+    doc: RunDocument, env: Mapping[str, Any], path: Path, rootdir: Path, force: bool, notes: list[str]
+) -> None:
+    diff = differences(doc.environment, env)
+    if not diff and doc.fingerprint == env.get("fingerprint"):
+        return
+    keys = ", ".join(f"{k} {a!r} (baseline) vs {b!r} (now)" for k, (a, b) in sorted(diff.items())) or (
+        f"fingerprint {doc.fingerprint!r} (baseline) vs {env.get('fingerprint')!r} (now)"
+    )
+    if not force:
+        raise GateError(
+            f"{_show(path, rootdir)} was measured on a different environment: {keys}; "
+            "use --mmperf-compare-force to compare anyway"
+        )
+    notes.append(f"WARNING comparing with a baseline from a different environment (forced): {keys}")
+
+
+def _output(rec: BenchmarkRecord) -> Mapping[str, Any] | None:
+    q = rec.quality
+    if not isinstance(q, Mapping):
+        return None
+    out = q.get(drift.KEY)
+    return out if isinstance(out, Mapping) else None
+
+
+def _key_metric(comp: compare.BenchmarkComparison) -> compare.MetricComparison | None:
+    gated = {m.metric: m for m in comp.gated}
+    for name in (SPEEDUP, "latency_ms", "tpot_ms", "ttft_ms"):
+        if name in gated:
+            return gated[name]
+    return next(iter(gated.values()), None)
+
+
+__all__ = ["DocumentError", "Gate", "GateError"]

@@ -1,0 +1,16 @@
+"""What a comparison with the baseline said about one benchmark: the judge's one output type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Verdict:
+    """What a comparison with the baseline said about one benchmark (rides on the report)."""
+
+    benchmark: str
+    failed: bool
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)

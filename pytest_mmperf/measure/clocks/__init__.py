@@ -1,0 +1,49 @@
+"""Timers behind one Protocol: host ``perf_counter_ns`` on CPU, CUDA events on a GPU.
+
+A clock marks points during a call without waiting for the device; after the round it is
+synchronized once, and every interval between two marks is resolved into host time (what the
+Python thread spent, i.e. dispatch) and device time (what the GPU spent, CUDA events). On a GPU
+the gap between them is the paper's finding that decode leaves the GPU idle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Interval:
+    host_ms: float  # host time between the two marks (dispatch time on a GPU)
+    device_ms: float | None  # device time between the two marks; None on CPU
+
+
+class Clock(Protocol):
+    device: str  # "cpu" | "cuda"
+
+    def mark(self) -> Any:
+        """Record a point in time; must not wait for the device."""
+        ...
+
+    def synchronize(self) -> None:
+        """Wait until all queued device work is done."""
+        ...
+
+    def now_ns(self) -> int:
+        """Host time, for wall-clock latency measured after synchronize()."""
+        ...
+
+    def interval(self, start: Any, end: Any) -> Interval:
+        """Resolve two marks; call only after synchronize()."""
+        ...
+
+
+def make_clock(device: str) -> Clock:
+    """The one factory: a CUDA-event clock for ``cuda``, the host clock otherwise."""
+    if device == "cuda":
+        from pytest_mmperf.measure.clocks.cuda import CudaEventClock
+
+        return CudaEventClock.for_current_device()
+    from pytest_mmperf.measure.clocks.host import HostClock
+
+    return HostClock()

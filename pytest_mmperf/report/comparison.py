@@ -1,0 +1,91 @@
+"""How the gate's verdicts are shown: the comparison part of the terminal summary, one cell per verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_mmperf.judge import compare
+from pytest_mmperf.judge.gate import Gate
+from pytest_mmperf.judge.verdict import Verdict
+from pytest_mmperf.report.summary import short_id
+from pytest_mmperf.results.metrics import SPEEDUP
+
+
+def comparison_lines(gate: Gate, verdicts: Sequence[Verdict]) -> list[str]:
+    """The gate's part of the terminal summary: counts, the decision rule, one row per verdict."""
+    lines = [f"pytest-mmperf comparison: {len(verdicts)} benchmark(s)"]
+    lines += [f"  {n}" for n in gate.notes]
+    if gate.baseline is not None:
+        lines.append(
+            f"  baseline {gate.path} @ {gate.commit}; regression = Mann-Whitney p < "
+            f"{gate.policy().alpha:.2g} (Bonferroni: {gate.settings.compare_confidence:.0%} over "
+            f"{gate.family_size()} comparisons) AND beyond the threshold "
+            f"({gate.settings.threshold:.0%}; absolute timings "
+            f"{max(gate.settings.threshold, gate.policy().drift_allowance):.0%} for cross-session drift)"
+        )
+    counts = {c.value: 0 for c in compare.Category}
+    for v in verdicts:
+        cat = str(v.details.get("category", "inconclusive"))
+        counts[cat] = counts.get(cat, 0) + 1
+    lines.append("  " + ", ".join(f"{counts[c.value]} {c.value}" for c in compare.Category))
+    q_by_verdict = _q_values(verdicts)
+    rows = [["benchmark", "verdict", "detail", "BH q"]]
+    for v in sorted(verdicts, key=lambda v: v.benchmark):
+        q = q_by_verdict.get(v.benchmark)
+        rows.append([short_id(v.benchmark), str(v.details.get("category", "?")),
+                     detail_text(v), f"{q:.2g}" if q is not None else "-"])
+    if len(rows) > 1:
+        widths = [max(len(r[j]) for r in rows) for j in range(4)]
+        for r in rows:
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if gate.baseline is not None:
+        seen = {v.benchmark for v in verdicts}
+        missing = sorted(b.id for b in gate.baseline.benchmarks if b.id not in seen)
+        if missing:
+            lines.append(f"  {len(missing)} baseline entr{'y' if len(missing) == 1 else 'ies'} not "
+                         "compared in this run (removed, deselected or in another shard):")
+            lines += [f"    {short_id(m)}" for m in missing]
+    return lines
+
+
+def detail_text(v: Verdict) -> str:
+    """One cell: what decided a verdict (drift, the regressed metrics, the reason, the key change)."""
+    metrics = v.details.get("metrics") or []
+    cat = v.details.get("category")
+    if v.details.get("drift"):
+        return "; ".join(str(d.get("message")) for d in v.details["drift"])
+    if cat == "regressed":
+        bad = [m for m in metrics if m.get("category") == "regressed" and m.get("gated")]
+        return "; ".join(_metric_text(m) for m in bad)
+    if cat == "inconclusive":
+        return str(v.details.get("reason", ""))
+    if cat == "improved":
+        good = [m for m in metrics if m.get("category") == "improved" and m.get("gated")]
+        return "; ".join(_metric_text(m) for m in good)
+    pick = next((m for m in metrics if m.get("metric") in (SPEEDUP, "latency_ms")), None)
+    return _metric_text(pick) if pick else ""
+
+
+def _metric_text(m: Mapping[str, Any]) -> str:
+    def pct(x: Any) -> str:
+        return "?" if x is None else f"{float(x) * 100:+.1f}%"
+
+    ci = f" [{pct(m.get('ci_low'))}..{pct(m.get('ci_high'))}]" if m.get("ci_low") is not None else ""
+    return f"{m.get('metric')} {pct(m.get('change'))}{ci}"
+
+
+def _q_values(verdicts: Sequence[Verdict]) -> dict[str, float]:
+    """Smallest BH q-value per benchmark over its gated metrics' p-values."""
+    pairs: list[tuple[str, float]] = []
+    for v in verdicts:
+        for m in v.details.get("metrics") or []:
+            if m.get("gated") and m.get("p_value") is not None:
+                pairs.append((v.benchmark, float(m["p_value"])))
+    if not pairs:
+        return {}
+    qs = compare.q_values([p for _, p in pairs])
+    out: dict[str, float] = {}
+    for (bid, _), q in zip(pairs, qs):
+        out[bid] = min(q, out.get(bid, 1.0))
+    return out

@@ -1,0 +1,89 @@
+"""A Markdown summary of a run, for a PR comment or ``$GITHUB_STEP_SUMMARY`` (``--mmperf-markdown``).
+
+Without a gate: the results table. With one: the verdict counts, regressions first, and the
+comparison of every benchmark. Benchmark ids and every other user-provided text are escaped, so an
+id such as ``test_x[a|b*]`` cannot break the table or the emphasis.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_mmperf.judge.checks import format_value
+from pytest_mmperf.judge.verdict import Verdict
+from pytest_mmperf.report.comparison import detail_text
+from pytest_mmperf.results.records import RunDocument
+
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what can start emphasis, code, links, HTML, cells
+KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "peak_rss_bytes")
+ICONS = {"regressed": "🔴", "improved": "🟢", "unchanged": "⚪", "inconclusive": "🟡"}
+
+
+def escape(text: Any) -> str:
+    """Escape Markdown (and HTML) specials; newlines become spaces so a table row stays one row."""
+    s = str(text).replace("\r", " ").replace("\n", " ")
+    s = s.replace("&", "&amp;")
+    return _SPECIAL.sub(r"\\\1", s)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _results_table(doc: RunDocument) -> list[str]:
+    present = [k for k in KEY_METRICS if any(k in b.metrics for b in doc.benchmarks)]
+    lines = [_row(["benchmark", "optimizations", *map(escape, present), "speedup vs eager"]),
+             _row(["---"] * (len(present) + 3))]
+    for b in doc.benchmarks:
+        cells = [escape(b.id), escape(", ".join(b.optimizations) or "eager")]
+        for k in present:
+            m = b.metrics.get(k)
+            cells.append(escape(format_value(m.median, m.unit)) if m else "–")
+        sp = b.speedup_vs_eager
+        cells.append(f"{sp.median:.2f}× \\[{sp.ci_low:.2f}..{sp.ci_high:.2f}\\]" if sp else "–")
+        lines.append(_row(cells))
+    return lines
+
+
+def render(doc: RunDocument, verdicts: Sequence[Verdict], gate: Any | None) -> str:
+    env = doc.environment
+    out = ["## pytest-mmperf", ""]
+    facts = [f"**{len(doc.benchmarks)}** benchmark(s) on `{escape(doc.fingerprint)}`"]
+    if doc.commit:
+        facts.append(f"commit `{escape(doc.commit[:12])}`")
+    if env.get("torch_version"):
+        facts.append(f"torch {escape(env['torch_version'])}")
+    out += [", ".join(facts), ""]
+    if gate is not None:
+        out += _comparison(verdicts, gate)
+    out += ["### Results", "", *_results_table(doc), "",
+            "_Medians; speedup = eager / optimized latency with its CI, rounds interleaved._", ""]
+    return "\n".join(out)
+
+
+def _comparison(verdicts: Sequence[Verdict], gate: Any) -> list[str]:
+    out = ["### Comparison with the baseline", ""]
+    for note in getattr(gate, "notes", []):
+        out.append(f"> {escape(note)}")
+        out.append("")
+    if getattr(gate, "baseline", None) is not None:
+        out.append(f"Baseline `{escape(gate.path)}` @ `{escape(gate.commit)}`.")
+        out.append("")
+    counts: dict[str, int] = {k: 0 for k in ICONS}
+    for v in verdicts:
+        cat = str(v.details.get("category", "inconclusive"))
+        counts[cat] = counts.get(cat, 0) + 1
+    out.append(" · ".join(f"{ICONS.get(k, '')} {n} {k}" for k, n in counts.items()))
+    out.append("")
+    if not verdicts:
+        return out
+    order = {"regressed": 0, "inconclusive": 1, "improved": 2, "unchanged": 3}
+    out += [_row(["benchmark", "verdict", "details"]), _row(["---", "---", "---"])]
+    for v in sorted(verdicts, key=lambda v: (order.get(str(v.details.get("category")), 9), v.benchmark)):
+        cat = str(v.details.get("category", "inconclusive"))
+        detail = v.message if v.failed else detail_text(v)
+        out.append(_row([escape(v.benchmark), f"{ICONS.get(cat, '')} {cat}", escape(detail)]))
+    out.append("")
+    return out

@@ -1,0 +1,50 @@
+"""The terminal summary: one row per benchmark, key metrics with their CI, speedup, quality."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pytest_mmperf.judge.checks import format_value
+from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord
+
+KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "peak_rss_bytes")
+
+
+def _cell(m: MetricRecord | None) -> str:
+    if m is None:
+        return "-"
+    if m.n == 1 or m.ci_low == m.ci_high:
+        return format_value(m.median, m.unit)
+    return f"{format_value(m.median, m.unit)} [{_short(m.ci_low)}..{_short(m.ci_high)}]"
+
+
+def _short(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+def short_id(node_id: str) -> str:
+    return node_id.split("::", 1)[-1] if "::" in node_id else node_id
+
+
+def table(records: Sequence[BenchmarkRecord], fingerprint: str = "", confidence: float = 0.95) -> list[str]:
+    header = ["benchmark", *KEY_METRICS, "speedup", "quality"]
+    rows = [header]
+    for r in records:
+        sp = r.speedup_vs_eager
+        speed = f"{sp.median:.2f}x [{sp.ci_low:.2f}..{sp.ci_high:.2f}]" if sp else "-"
+        q = "-" if not r.quality else str(r.quality.get("verdict", "?"))
+        rows.append([short_id(r.id), *(_cell(r.metrics.get(k)) for k in KEY_METRICS), speed, q])
+    # drop metric columns no benchmark has
+    keep = [i for i in range(len(header)) if i == 0 or any(row[i] != "-" for row in rows[1:])]
+    rows = [[row[i] for i in keep] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"pytest-mmperf: {len(records)} benchmark(s)" + (f" on {fingerprint}" if fingerprint else "")]
+    for j, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append(
+        f"medians with the {confidence:.0%} CI of the median in brackets; "
+        "speedup = eager / optimized latency, rounds interleaved"
+    )
+    return lines

@@ -1,0 +1,289 @@
+"""One benchmark = (workload, task, lever set): build, measure, check quality, describe.
+
+Every suite test calls :func:`run_benchmark`. With no lever it measures the eager workload;
+with levers it builds eager and optimized side by side and measures them interleaved (ABBA), so
+``speedup_vs_eager`` comes from one run with drift cancelled, then checks output quality with
+the test that fits the levers (see :mod:`mmperf_suites.quality`). A quality failure fails the test
+after everything measured has been recorded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from mmperf_levers.contract import BuildOptions, NullPhases
+
+from mmperf_suites import quality
+
+WORKLOAD_MODULES = {
+    "llm": "mmperf_suites.workloads.llm",
+    "speech": "mmperf_suites.workloads.speech",
+    "text_image": "mmperf_suites.workloads.text_image",
+    "recommender": "mmperf_suites.workloads.recommender",
+}
+
+# The lever sets each suite measures: each lever alone, the paper's lever 2 (static KV cache +
+# compile) and the stacked "optimized baseline". () is the eager baseline.
+COMMON_LEVER_SETS: tuple[tuple[str, ...], ...] = (
+    (),
+    ("sdpa",),
+    ("static_cache",),
+    ("compile",),
+    ("static_cache", "compile"),
+    ("cuda_graphs",),
+    ("int8_weight_only",),
+    ("int8_dynamic",),
+    ("layerskip",),
+)
+WORKLOAD_LEVER_SETS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "speech": (("inplace_beam_reorder",), ("remove_weight_norm",)),
+    "recommender": (("hstu_fused_attention",),),
+}
+
+
+# The decoder workloads are built "LayerSkip-trained-like" for every lever set, eager included:
+# a random model's early layers predict nothing (LayerSkip accepted ~no draft and ran at 0.37x),
+# while a LayerSkip-trained checkpoint's early exit agrees with the full model. Scaling the late
+# layers' residual contributions by this factor gives ~0.95 acceptance at tiny scale.
+LAYERSKIP_TRAINED = {"llm": 0.05, "text_image": 0.05}
+
+
+def lever_sets(workload: str) -> list[tuple[str, ...]]:
+    return [*COMMON_LEVER_SETS, *WORKLOAD_LEVER_SETS.get(workload, ()), ("stack",)]
+
+
+def lever_id(levers: Sequence[str]) -> str:
+    return "+".join(levers) if levers else "eager"
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+def _levers(names: Sequence[str], workload: str, task: str, device: str) -> list[Any]:
+    from mmperf_levers import registry
+
+    levers = []
+    for name in names:
+        if name == "stack":
+            # the exact composition for this workload, so the document lists the levers applied
+            from mmperf_levers.stack import ComposedLever, compatible_levers
+
+            parts = compatible_levers(workload, task, device)
+            if not parts:
+                pytest.skip(f"stack: no lever applies to {workload}/{task} on {device}")
+            levers.append(ComposedLever(parts))
+            continue
+        lever = registry.by_name(name)
+        reason = lever.unsupported(workload, task, device)
+        if reason:
+            pytest.skip(f"{name}: {reason}")
+        levers.append(lever)
+    return levers
+
+
+def base_options(workload: str, scale: str, device: str, batch_size: int = 1) -> BuildOptions:
+    extra: tuple[tuple[str, Any], ...] = ()
+    if workload in LAYERSKIP_TRAINED:
+        extra = (("layerskip_trained", LAYERSKIP_TRAINED[workload]),)
+    return BuildOptions(scale=scale, device=device, dtype=default_dtype(device), batch_size=batch_size,
+                        extra=extra)
+
+
+def _build(module: Any, task: str, options: BuildOptions) -> Any:
+    try:
+        return module.build(task, options)
+    except (MemoryError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "out of memory" in first.lower() or isinstance(exc, MemoryError):
+            pytest.skip(f"{module.WORKLOAD}/{task} at scale {options.scale}: not enough memory ({first})")
+        raise
+
+
+def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], batch_size: int = 1) -> None:
+    device = mmperf.device
+    scale = mmperf.settings.scale
+    module = importlib.import_module(WORKLOAD_MODULES[workload])
+    if scale not in module.SCALES:
+        pytest.skip(f"{workload} has no scale {scale!r} (it has {', '.join(module.SCALES)})")
+    lever_objs = _levers(levers, workload, task, device)
+    base = base_options(workload, scale, device, batch_size)
+    if scale.startswith("paper") and device != "cuda":
+        facts = module.describe(task, scale)
+        mmperf.describe(workload=workload, task=task, optimizations=list(levers), batch_size=batch_size,
+                        parameters=facts.parameters, weight_bytes=facts.weight_bytes)
+        pytest.skip(
+            f"{workload}/{task} at paper scale needs a GPU: {facts.parameters / 1e9:.2f}B parameters, "
+            f"{facts.weight_bytes / 2**30:.1f} GiB of weights (described on the meta device)"
+        )
+
+    options = base
+    for lever in lever_objs:
+        options = lever.configure(options)
+    eager = _build(module, task, base)
+    facts = eager.facts
+    mmperf.describe(
+        workload=workload,
+        task=task,
+        optimizations=[name for lever in lever_objs for name in _expand(lever)],
+        scale=scale,
+        batch_size=batch_size,
+        parameters=facts.parameters,
+        weight_bytes=facts.weight_bytes,
+        flops_per_token=facts.flops_per_token,
+        layers=facts.layers,
+        hidden_size=facts.hidden_size,
+        threads=_threads(),
+    )
+
+    if not lever_objs:
+        mmperf(eager.run, mmperf)
+        outputs = mmperf.round_results
+        q = quality.determinism(outputs)
+        q["verdict"] = "pass" if q["deterministic"] else "fail"
+        q["check"] = "eager output repeats across rounds"
+        _finish(mmperf, eager, eager, q, outputs[-1] if outputs else None)
+        return
+
+    optimized = _build(module, task, options)
+    health: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for lever in lever_objs:
+        health.update(lever.apply(optimized))
+    health.setdefault("lever_setup_ms", (time.perf_counter() - t0) * 1e3)
+    eager_out, opt_out = mmperf.interleaved(lambda: eager.run(mmperf), lambda: optimized.run(mmperf))
+    for name, value in health.items():
+        mmperf.record(_with_unit(name), value, gated=False)
+    lossy = any(getattr(lever, "lossy", False) for lever in lever_objs) or any(
+        getattr(sub, "lossy", False) for lever in lever_objs for sub in getattr(lever, "levers", ())
+    )
+    ref_logits, opt_logits = _teacher_forced(eager, optimized, eager_out)
+    q = quality.verdict(
+        lossy=lossy,
+        levers=[name for lever in lever_objs for name in _expand(lever)],
+        eager_output=eager_out,
+        optimized_output=opt_out,
+        optimized_rounds=mmperf.round_results,
+        eager_logits=ref_logits,
+        optimized_logits=opt_logits,
+    )
+    _finish(mmperf, optimized, eager, q, opt_out, ref_logits=opt_logits)
+
+
+def _teacher_forced(eager: Any, optimized: Any, eager_out: Any) -> tuple[Any, Any]:
+    """Both models' logits on eager's output sequence (token workloads), or on the fixed
+    candidate set (the recommender's ranking, whose runner ignores ``tokens``)."""
+    tokens = getattr(eager_out, "tokens", None)
+    if tokens is None and getattr(eager_out, "ranking", None) is None:
+        return None, None
+    return eager.teacher_forced_logits(tokens), optimized.teacher_forced_logits(tokens)
+
+
+def _with_unit(name: str) -> str:
+    """Workload facts without a unit suffix are counts (``prompt_tokens`` -> ``prompt_tokens_count``)."""
+    from pytest_mmperf.results.metrics import MetricNameError, unit_of
+
+    try:
+        unit_of(name)
+    except MetricNameError:
+        return f"{name}_count"
+    return name
+
+
+def _expand(lever: Any) -> list[str]:
+    """A composite lever (stack) lists its parts in the results document."""
+    parts = getattr(lever, "levers", None)
+    if parts:
+        return [p.name for p in parts]
+    return [lever.name]
+
+
+def _threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _finish(mmperf: Any, runner: Any, eager: Any, q: dict[str, Any], output: Any, ref_logits: Any = None) -> None:
+    from pytest_mmperf.judge import drift
+
+    static = {_with_unit(name): value for name, value in runner.metrics().items()}
+    for name, value in static.items():
+        mmperf.record(name, value, gated=False)
+    _throughput(mmperf, static)
+    q["output"] = drift.output_fingerprint(
+        tokens=getattr(output, "tokens", None),
+        logits=ref_logits,
+        ranking=getattr(output, "ranking", None),
+    )
+    mmperf.quality = q
+    _roofline(mmperf, runner, static)
+    if q["verdict"] == "fail":
+        pytest.fail(f"{mmperf.node_id}: quality check failed: {'; '.join(q.get('reasons', [q.get('detail', '')]))}",
+                    pytrace=False)
+
+
+def _throughput(mmperf: Any, static: dict[str, float]) -> None:
+    """tokens_per_s per round: generated tokens over the round's latency. Where decode steps
+    produce several tokens (LayerSkip rounds), ``tpot_ms`` per round is the decode time (latency
+    after the first token) over the tokens generated after the first."""
+    new_tokens = static.get("new_tokens_count")
+    if not new_tokens:
+        return
+    batch = mmperf.description.batch_size
+    lat = mmperf.samples("latency_ms")
+    mmperf.record("tokens_per_s", [new_tokens * batch / (ms / 1e3) for ms in lat])
+    metrics = mmperf.metrics
+    if "tpot_ms" not in metrics and "ttft_ms" in metrics and new_tokens > 1:
+        ttft = mmperf.samples("ttft_ms")
+        mmperf.record("tpot_ms", [(total - first) / (new_tokens - 1) for total, first in zip(lat, ttft)])
+
+
+def _roofline(mmperf: Any, runner: Any, static: dict[str, float]) -> None:
+    """Bytes that must move per decode step (weights + KV cache) against the measured TPOT."""
+    if "tpot_ms" not in mmperf.metrics or mmperf.context is None:
+        return
+    from pytest_mmperf.measure.roofline import roofline
+
+    facts = runner.facts
+    kv = static.get("kv_cache_bytes", 0.0)
+    bytes_per_step = facts.weight_bytes + kv
+    flops = facts.flops_per_token * mmperf.description.batch_size
+    mmperf.roofline = roofline(bytes_per_step, flops, mmperf.metrics["tpot_ms"].median,
+                               mmperf.context.bandwidth_gbps())
+
+
+def quality_only(workload: str, task: str, levers: Sequence[Any], scale: str = "tiny",
+                 device: str = "cpu") -> dict[str, Any]:
+    """The quality verdict without timing, for tests and scripts; ``levers`` are names or
+    lever objects."""
+    module = importlib.import_module(WORKLOAD_MODULES[workload])
+    from mmperf_levers import registry
+
+    objs = [registry.by_name(n) if isinstance(n, str) else n for n in levers]
+    base = base_options(workload, scale, device)
+    options = base
+    for lever in objs:
+        options = lever.configure(options)
+    eager = module.build(task, base)
+    opt = module.build(task, options)
+    for lever in objs:
+        lever.apply(opt)
+    phases = NullPhases()
+    e_out = eager.run(phases)
+    outs = [opt.run(phases) for _ in range(3)]
+    ref_logits, opt_logits = _teacher_forced(eager, opt, e_out)
+    return quality.verdict(
+        lossy=any(getattr(o, "lossy", False) for o in objs),
+        levers=[o.name for o in objs],
+        eager_output=e_out,
+        optimized_output=outs[-1],
+        optimized_rounds=outs,
+        eager_logits=ref_logits,
+        optimized_logits=opt_logits,
+    )
+

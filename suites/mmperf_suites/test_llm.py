@@ -1,0 +1,21 @@
+"""The llm workload of Lee et al. (2024): every task x every lever set, each against eager."""
+
+import pytest
+
+from mmperf_suites.harness import lever_id, lever_sets, run_benchmark
+
+WORKLOAD = "llm"
+TASKS = ("t2t",)
+
+
+@pytest.mark.parametrize("levers", lever_sets(WORKLOAD), ids=lever_id)
+@pytest.mark.parametrize("task", TASKS)
+def test_llm(mmperf, task, levers):
+    run_benchmark(mmperf, WORKLOAD, task, levers)
+
+
+@pytest.mark.parametrize("levers", [(), ("sdpa",), ("stack",)], ids=lever_id)
+@pytest.mark.parametrize("batch_size", [4])
+def test_llm_batched(mmperf, batch_size, levers):
+    """Batch > 1: attention and KV cache grow with batch (paper: attention share rises with batch)."""
+    run_benchmark(mmperf, WORKLOAD, "t2t", levers, batch_size=batch_size)

@@ -1,0 +1,14 @@
+"""The recommender workload of Lee et al. (2024): every task x every lever set, each against eager."""
+
+import pytest
+
+from mmperf_suites.harness import lever_id, lever_sets, run_benchmark
+
+WORKLOAD = "recommender"
+TASKS = ("ranking",)
+
+
+@pytest.mark.parametrize("levers", lever_sets(WORKLOAD), ids=lever_id)
+@pytest.mark.parametrize("task", TASKS)
+def test_recommender(mmperf, task, levers):
+    run_benchmark(mmperf, WORKLOAD, task, levers)

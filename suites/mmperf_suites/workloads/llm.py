@@ -1,0 +1,236 @@
+"""LLM text -> text (task ``t2t``): Code Llama with random weights, an explicit greedy loop.
+
+Scales (``BuildOptions.scale``):
+
+* ``tiny``: 4 layers x 256, GQA 4/2 heads, vocab 2048, prompts ~32 tokens (max 64), 24 new
+  tokens; a run takes well under a second on a 2-core CPU.
+* ``small``: 12 layers x 768, vocab 32016 (~134M parameters), HumanEval-like prompts, 64 new.
+* ``paper``: Code Llama 7B (32 x 4096, FFN 11008, 32 heads, vocab 32016, rope theta 1e6).
+* ``paper-34b``: Code Llama 34B (48 x 8192, FFN 22016, 64 heads, 8 KV heads, vocab 32000).
+
+Inputs are synthetic token ids (uniform over the vocabulary, after BOS). The prompt length is
+one seeded draw from a log-normal fitted to HumanEval's prompt lengths (median 134, max 430
+tokens with the Code Llama tokenizer), scaled down for ``tiny``. A batch shares that length,
+each row with its own ids, so no padding or attention mask is needed (every row is a real
+prompt of the drawn length). New tokens: 358 at paper scale (HumanEval's mean decode length),
+capped so prompt + new <= 512.
+
+Random weights use a larger ``init_std`` than the default 0.02 so that greedy output varies
+instead of repeating one token (MEASURING.md); it shrinks with width to keep activations finite
+in fp16 at paper scale. Speed depends on the shapes only, not on the values.
+
+``BuildOptions.extra`` keys read here:
+
+* ``layerskip_trained`` (float in (0, 1], default 1.0): make the model "LayerSkip-trained-like"
+  by multiplying the residual-branch output weights (``o_proj``, ``down_proj``) of layers
+  >= the exit layer by this factor, so the early exit agrees with the full model most of the
+  time. The acceptance rate of ``layerskip`` then is a workload parameter (smaller factor,
+  higher acceptance). Set it for the baseline too, so both run the same model.
+* ``layerskip_exit_layer`` (int, default layers // 2) and ``layerskip_draft_tokens`` (int;
+  set by the ``layerskip`` lever): decode by self-speculation instead of plain greedy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from mmperf_levers.contract import BuildOptions, ModelFacts, Output, PhaseRecorder
+from mmperf_suites.workloads import decoding
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import Cache
+
+WORKLOAD = "llm"
+TASKS = ("t2t",)
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    layers: int
+    hidden_size: int
+    ffn_size: int
+    heads: int
+    kv_heads: int
+    vocab_size: int
+    rope_theta: float
+    init_std: float  # std of the random weights (see module docstring)
+    prompt_median_tokens: int
+    prompt_max_tokens: int
+    new_tokens: int
+    max_total_tokens: int  # prompt + new never exceeds this (HumanEval runs cap at 512)
+    describe_dtype: str  # the dtype ``describe`` reports weight bytes in
+
+
+SCALES: dict[str, LlmConfig] = {
+    "tiny": LlmConfig(
+        layers=4, hidden_size=256, ffn_size=688, heads=4, kv_heads=2, vocab_size=2048,
+        rope_theta=1e6, init_std=0.3, prompt_median_tokens=32, prompt_max_tokens=64,
+        new_tokens=24, max_total_tokens=128, describe_dtype="float32",
+    ),
+    "small": LlmConfig(
+        layers=12, hidden_size=768, ffn_size=2048, heads=12, kv_heads=12, vocab_size=32016,
+        rope_theta=1e6, init_std=0.15, prompt_median_tokens=134, prompt_max_tokens=430,
+        new_tokens=64, max_total_tokens=512, describe_dtype="float32",
+    ),
+    "paper": LlmConfig(  # Code Llama 7B
+        layers=32, hidden_size=4096, ffn_size=11008, heads=32, kv_heads=32, vocab_size=32016,
+        rope_theta=1e6, init_std=0.05, prompt_median_tokens=134, prompt_max_tokens=430,
+        new_tokens=358, max_total_tokens=512, describe_dtype="float16",
+    ),
+    "paper-34b": LlmConfig(  # Code Llama 34B
+        layers=48, hidden_size=8192, ffn_size=22016, heads=64, kv_heads=8, vocab_size=32000,
+        rope_theta=1e6, init_std=0.035, prompt_median_tokens=134, prompt_max_tokens=430,
+        new_tokens=358, max_total_tokens=512, describe_dtype="float16",
+    ),
+}
+
+BOS_ID = 1
+FIRST_ORDINARY_ID = 3  # 0 unk, 1 BOS, 2 EOS: prompts use ordinary ids only
+
+
+def hf_config(config: LlmConfig, attention: str) -> LlamaConfig:
+    hf = LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.ffn_size,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.kv_heads,
+        max_position_embeddings=max(config.max_total_tokens, 4096),
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        initializer_range=config.init_std,
+        tie_word_embeddings=False,
+        bos_token_id=BOS_ID,
+        eos_token_id=2,
+    )
+    hf._attn_implementation = attention
+    return hf
+
+
+def prompt_length(config: LlmConfig, seed: int) -> int:
+    """One seeded draw from a log-normal with HumanEval's median, whose ~99.4th percentile (1 in
+    164 problems) is the longest prompt."""
+    sigma = math.log(config.prompt_max_tokens / config.prompt_median_tokens) / 2.5
+    z = torch.randn((), generator=torch.Generator().manual_seed(seed)).item()
+    length = round(config.prompt_median_tokens * math.exp(sigma * z))
+    return max(4, min(length, config.prompt_max_tokens))
+
+
+def synthetic_prompt(config: LlmConfig, batch: int, seed: int) -> torch.Tensor:
+    """[B, P] token ids: BOS then uniform ordinary ids; one length for the whole batch."""
+    length = prompt_length(config, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(FIRST_ORDINARY_ID, config.vocab_size, (batch, length - 1), generator=gen)
+    return torch.cat([torch.full((batch, 1), BOS_ID), ids], dim=1)
+
+
+def stack_of(model: LlamaForCausalLM) -> decoding.DecoderStack:
+    return decoding.DecoderStack(
+        embed=model.model.embed_tokens,
+        layers=model.model.layers,
+        norm=model.model.norm,
+        rotary=model.model.rotary_emb,
+        lm_head=model.lm_head,
+        config=model.config,
+    )
+
+
+def facts_of(model: LlamaForCausalLM, config: LlmConfig, dtype: torch.dtype) -> ModelFacts:
+    return decoding.decoder_facts(
+        model,
+        stack_of(model),
+        heads=config.heads,
+        kv_heads=config.kv_heads,
+        context_tokens=config.prompt_median_tokens + config.new_tokens // 2,
+        dtype=dtype,
+    )
+
+
+def describe(task: str, scale: str) -> ModelFacts:
+    """Facts of the model at ``scale``, built on the meta device (no memory, any machine)."""
+    check_task(task)
+    config = SCALES[scale]
+    dtype = getattr(torch, config.describe_dtype)
+    with torch.device("meta"):
+        model = LlamaForCausalLM._from_config(hf_config(config, "eager"), dtype=dtype)
+    return facts_of(model, config, dtype)
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"llm has tasks {TASKS}, not {task!r}")
+
+
+class LlmRunner:
+    """A built Code Llama-like model and its fixed prompt; ``run`` is one measured inference."""
+
+    workload = WORKLOAD
+
+    def __init__(self, task: str, options: BuildOptions, config: LlmConfig) -> None:
+        self.task = task
+        self.options = options
+        self.config = config
+        dtype: torch.dtype = getattr(torch, options.dtype)
+        device = torch.device(options.device)
+        extra = dict(options.extra)
+
+        torch.manual_seed(options.seed)
+        with device:
+            self.model = LlamaForCausalLM._from_config(
+                hf_config(config, options.attention), dtype=dtype
+            ).eval()
+        self.stack = stack_of(self.model)
+        self.facts = facts_of(self.model, config, dtype)
+
+        self.prompt = synthetic_prompt(config, options.batch_size, options.seed).to(device)
+        self.new_tokens = min(config.new_tokens, config.max_total_tokens - self.prompt.shape[1])
+
+        decoding.attach_steps(self, self.stack, config.layers, extra, allow_layerskip=True)
+        self._static_cache: Cache | None = None
+
+    def cache(self) -> Cache:
+        """A KV cache for one run. The static one is allocated once and reset, so its buffers
+        keep their addresses across runs (compiled graphs and CUDA graphs rely on that)."""
+        slack = self.layerskip.draft_tokens if self.layerskip is not None else 0  # last round
+        max_tokens = self.prompt.shape[1] + self.new_tokens + slack
+        if self.options.kv_cache != "static":
+            return decoding.make_cache(self.options.kv_cache, self.model.config, max_tokens)
+        if self._static_cache is None:
+            self._static_cache = decoding.make_cache("static", self.model.config, max_tokens)
+        self._static_cache.reset()
+        return self._static_cache
+
+    @torch.inference_mode()
+    def run(self, phases: PhaseRecorder) -> Output:
+        cache = self.cache()
+        if self.layerskip is None:
+            tokens = decoding.greedy_decode(
+                self.prefill, self.step, self.prompt, self.new_tokens, cache, phases
+            )
+        else:
+            self.speculation = decoding.SpeculationStats()
+            tokens = decoding.layerskip_decode(
+                self.prefill, self.draft_step, self.verify_step, self.layerskip,
+                self.prompt, self.new_tokens, cache, phases, self.speculation,
+            )
+        return Output(tokens=tokens.tolist())
+
+    @torch.inference_mode()
+    def teacher_forced_logits(self, tokens: list[list[int]]) -> torch.Tensor:
+        """Logits [B, prompt + len(tokens[b]), V] over prompt + the given continuation."""
+        continuation = torch.tensor(tokens, device=self.prompt.device)
+        ids = torch.cat([self.prompt, continuation], dim=1)
+        batch, length = ids.shape
+        return self.prefill(ids, decoding.positions(batch, 0, length, ids.device), None)
+
+    def metrics(self) -> dict[str, float]:
+        batch, prompt_len = self.prompt.shape
+        return decoding.decoder_metrics(self, rows=batch, prompt_tokens=prompt_len)
+
+
+def build(task: str, options: BuildOptions) -> LlmRunner:
+    check_task(task)
+    if options.scale not in SCALES:
+        raise ValueError(f"llm scales are {sorted(SCALES)}, not {options.scale!r}")
+    return LlmRunner(task, options, SCALES[options.scale])
