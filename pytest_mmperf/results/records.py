@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,10 +42,24 @@ class MetricRecord:
     max: float
     n: int
     gated: bool = True  # False: informational only, never fails a comparison
+    # The measured round each sample belongs to (same length as ``samples``), for metrics with
+    # several samples per round (a decode step's ``tpot_ms``, a phase entered many times). None:
+    # one sample per round, sample i is round i. Rounds, not samples, are the unit of replication.
+    rounds: tuple[int, ...] | None = None
 
     @property
     def iqr(self) -> float:
         return self.q3 - self.q1
+
+    def per_round(self) -> tuple[float, ...]:
+        """One value per measured round: the median of that round's samples (all samples stay
+        stored for display; statistical tests use these)."""
+        if self.rounds is None:
+            return self.samples
+        by_round: dict[int, list[float]] = {}
+        for r, v in zip(self.rounds, self.samples):
+            by_round.setdefault(r, []).append(v)
+        return tuple(statistics.median(by_round[r]) for r in sorted(by_round))
 
     @classmethod
     def from_samples(
@@ -55,9 +70,12 @@ class MetricRecord:
         confidence: float = 0.95,
         direction: Direction | None = None,
         gated: bool = True,
+        rounds: Sequence[int] | None = None,
     ) -> MetricRecord:
         unit = unit_of(name)
         s = stats.summarize(samples, confidence)
+        if rounds is not None and len(rounds) != len(samples):
+            raise ValueError(f"metric {name!r}: {len(rounds)} round indices for {len(samples)} samples")
         return cls(
             name=name,
             unit=unit.unit,
@@ -73,6 +91,7 @@ class MetricRecord:
             max=s.max,
             n=s.n,
             gated=gated,
+            rounds=tuple(int(r) for r in rounds) if rounds is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +110,7 @@ class MetricRecord:
             "n": self.n,
             "gated": self.gated,
             "samples": list(self.samples),
+            **({"rounds": list(self.rounds)} if self.rounds is not None else {}),
         }
 
     @classmethod
@@ -103,12 +123,19 @@ class MetricRecord:
         direction = _get(d, "direction", str)
         if direction not in ("lower", "higher"):
             raise DocumentError(f"metric {name!r} has direction {direction!r}")
+        rounds = d.get("rounds")
+        if rounds is not None and (
+            not isinstance(rounds, list) or len(rounds) != len(samples)
+            or not all(isinstance(r, int) and not isinstance(r, bool) for r in rounds)
+        ):
+            raise DocumentError(f"metric {name!r}: 'rounds' must list one integer round index per sample")
         rec = cls.from_samples(
             name,
             samples,
             confidence=float(d.get("confidence", 0.95)),
             direction=Direction(direction),
             gated=bool(d.get("gated", True)),
+            rounds=rounds,
         )
         return rec
 
