@@ -40,7 +40,7 @@ def test_record_and_query_round_trip(tmp_path: Path) -> None:
         assert [p.commit for p in s.points] == [d.commit for d in docs]
         assert [p.median for p in s.points] == [d.by_id()[s.benchmark].metrics["latency_ms"].median for d in docs]
         assert s.unit == "ms" and s.direction == "lower"
-    assert {s.benchmark for s in compiled} == {"suites/mmperf_suites/test_llm.py::test_llm[sdpa-compile]"}
+    assert {s.benchmark for s in compiled} == {"suites/test_llm.py::test_llm[sdpa-compile]"}
     assert all(s.optimizations == () for s in eager) and len(eager) == 2
     assert all(s.direction == "higher" for s in speedups) and len(speedups) == 4
     assert other_branch == []
@@ -64,7 +64,7 @@ def _v1_database(path: Path) -> None:
             document_schema=1,
         )).inserted_primary_key[0]
         bench_id = conn.execute(sa.insert(schema.benchmarks).values(
-            run_id=run_id, benchmark="suites/mmperf_suites/test_llm.py::test_llm[eager]", workload="llm", task="t2t",
+            run_id=run_id, benchmark="suites/test_llm.py::test_llm[eager]", workload="llm", task="t2t",
             optimizations="", scale="tiny", device="cpu", batch_size=1,
         )).inserted_primary_key[0]
         conn.execute(sa.text(
@@ -83,7 +83,7 @@ def test_older_schema_is_migrated_and_keeps_its_runs(tmp_path: Path) -> None:
         old = store.load_run(1)
         new_id = store.record_run(make_doc("new1"))
         runs = store.runs()
-        series = store.series(benchmark="suites/mmperf_suites/test_llm.py::test_llm[eager]", metric="latency_ms")
+        series = store.series(benchmark="suites/test_llm.py::test_llm[eager]", metric="latency_ms")
     assert old.benchmarks[0].metrics["latency_ms"].median == 10.0
     assert old.benchmarks[0].profile is None
     assert [r.commit for r in runs] == ["old1", "new1"] and runs[-1].id == new_id
@@ -187,7 +187,7 @@ def test_concurrent_writers_lose_no_run(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     with open_store(url, tmp_path) as store:
         runs = store.runs()
-        series = store.series(benchmark="suites/mmperf_suites/test_llm.py::test_llm[eager]", metric="latency_ms")
+        series = store.series(benchmark="suites/test_llm.py::test_llm[eager]", metric="latency_ms")
     assert len(runs) == 20
     assert sorted(r.commit or "" for r in runs) == sorted(f"w{w}-r{i}" for w in range(4) for i in range(5))
     assert len(series[0].points) == 20

@@ -210,8 +210,8 @@ def test_profile_characterization_in_document_and_summary(pytester):
         import torch
 
         def test_linear(mmperf):
-            lin = torch.nn.Linear(128, 128)
-            x = torch.randn(32, 128)
+            lin = torch.nn.Linear(512, 512)
+            x = torch.randn(64, 512)
 
             def step():
                 with torch.inference_mode():
