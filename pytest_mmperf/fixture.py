@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mmperf.judge.checks import check_bound
 from pytest_mmperf.measure.clocks import Clock
@@ -21,6 +21,9 @@ from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
 from pytest_mmperf.settings import Settings
+
+if TYPE_CHECKING:
+    from pytest_mmperf.session import RunSession
 
 # Metrics from NVML describe the device, not the workload: recorded, never gated.
 UNGATED = frozenset({"gpu_utilization_pct", "device_memory_used_bytes", "first_call_ms"})
@@ -44,7 +47,7 @@ class Mmperf:
         node_id: str,
         settings: Settings,
         *,
-        context: Any = None,
+        context: RunSession | None = None,
         clock_factory: Callable[[], Clock],
         probe_factory: Callable[[], Sequence[MemoryProbe]],
         device: str,

@@ -1,19 +1,24 @@
 """The pytest layer: registers options and the fixture, wires hooks to :mod:`pytest_mmperf.session`.
 
-Thin on purpose (STYLE.md rule 1): logic lives in plain modules. Importing this module imports
-neither torch nor transformers; they load only when ``--mmperf`` is given.
+Thin on purpose: logic lives in plain modules testable without pytest (docs/design.md). Importing
+this module imports neither torch nor transformers; they load only when ``--mmperf`` is given.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from pytest_mmperf.settings import OPTIONS, Settings, UsageError, resolve
+
+if TYPE_CHECKING:  # the run's modules load only with --mmperf
+    from pytest_mmperf.fixture import Mmperf
+    from pytest_mmperf.results.records import BenchmarkRecord
+    from pytest_mmperf.session import BenchmarkPlan, RunSession
 
 MARKER = "mmperf"
 FIXTURE = "mmperf"
@@ -21,10 +26,11 @@ RECORD_PROPERTY = "mmperf_record"
 VERDICT_PROPERTY = "mmperf_verdict"
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
-SESSION_KEY = pytest.StashKey[Any]()  # session.RunSession, when --mmperf
-BENCH_KEY = pytest.StashKey[Any]()  # fixture.Mmperf of one item
-RECORD_KEY = pytest.StashKey[Any]()  # records.BenchmarkRecord of one item
-FACTORY_KEY = pytest.StashKey[Any]()  # () -> fixture.Mmperf, a fresh one (confirmation reruns)
+SESSION_KEY: pytest.StashKey[RunSession] = pytest.StashKey()  # when --mmperf
+PLAN_KEY: pytest.StashKey[BenchmarkPlan] = pytest.StashKey()  # one item's settings, from collection
+BENCH_KEY: pytest.StashKey[Mmperf] = pytest.StashKey()  # the fixture object of one item
+RECORD_KEY: pytest.StashKey[BenchmarkRecord] = pytest.StashKey()  # what one item measured
+FACTORY_KEY: pytest.StashKey[Callable[[], Mmperf]] = pytest.StashKey()  # a fresh fixture (--mmperf-confirm)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,6 +84,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_ReportCollector(session), "mmperf-report-collector")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # here and not after collection: a pytest-xdist controller never collects, yet shows the summary
+    run = session.config.stash.get(SESSION_KEY, None)
+    if run is not None:
+        try:
+            run.open_gate()
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
 def _is_benchmark(item: pytest.Item) -> bool:
     return item.get_closest_marker(MARKER) is not None or FIXTURE in getattr(item, "fixturenames", ())
 
@@ -106,14 +122,26 @@ def pytest_collection_modifyitems(
             benches = [item for item in benches if item.nodeid in keep]
     run = config.stash.get(SESSION_KEY, None)
     if run is not None:
-        try:
-            run.open_gate([item.nodeid for item in benches])
-        except UsageError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        run.expect(item.nodeid for item in benches)
+        for item in benches:
+            marker = item.get_closest_marker(MARKER)
+            item.stash[PLAN_KEY] = run.plan(dict(marker.kwargs) if marker else {})
+
+
+class _Worker(Protocol):  # what this plugin reads of pytest-xdist's WorkerController (xdist is optional)
+    config: pytest.Config
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: _Worker, ids: list[str]) -> None:
+    """On the xdist controller: what a worker collected (after deselection) is what will be judged."""
+    run = node.config.stash.get(SESSION_KEY, None)
+    if run is not None:
+        run.expect(ids)
 
 
 @pytest.fixture
-def mmperf(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+def mmperf(request: pytest.FixtureRequest) -> Generator[Mmperf, None, None]:
     """Measure a callable: ``result = mmperf(fn, *args)``; see the README for phases, checks
     and ``mmperf.interleaved(eager, optimized)``."""
     run = request.config.stash.get(SESSION_KEY, None)
@@ -123,13 +151,13 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     from pytest_mmperf.measure.clocks import make_clock
     from pytest_mmperf.measure.memory import make_probes
 
-    marker = request.node.get_closest_marker(MARKER)
-    kwargs = dict(marker.kwargs) if marker else {}
-    try:
-        settings = run.settings.for_benchmark(kwargs)
-    except UsageError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    describe = {k: kwargs[k] for k in ("workload", "task", "optimizations", "batch_size", "scale") if k in kwargs}
+    plan = request.node.stash.get(PLAN_KEY, None)
+    if plan is None:  # the fixture was requested dynamically (getfixturevalue): not planned at collection
+        marker = request.node.get_closest_marker(MARKER)
+        plan = run.plan(dict(marker.kwargs) if marker else {})
+    if plan.error is not None:
+        pytest.fail(plan.error, pytrace=False)
+    settings, describe = plan.settings, plan.describe
 
     def make() -> Mmperf:
         return Mmperf(
@@ -162,7 +190,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     run = item.config.stash.get(SESSION_KEY, None)
     if record is None or run is None:
         return result
-    verdict = run.compare(record, rerun=_rerun(item), settings=getattr(bench, "settings", None))
+    verdict = run.compare(record, rerun=_rerun(item), settings=bench.settings if bench is not None else None)
     if verdict is not None:
         item.user_properties.append((VERDICT_PROPERTY, json.dumps(verdict.__dict__, default=str)))
         if verdict.failed:
@@ -170,14 +198,14 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     return result
 
 
-def _rerun(item: pytest.Item) -> Any:
+def _rerun(item: pytest.Item) -> Callable[[], BenchmarkRecord] | None:
     """For --mmperf-confirm: run the test body again with a fresh fixture; returns its record."""
     make = item.stash.get(FACTORY_KEY, None)
     funcargs = getattr(item, "funcargs", None)
     if make is None or funcargs is None or funcargs.get(FIXTURE) is None:
         return None
 
-    def again() -> Any:
+    def again() -> BenchmarkRecord:
         fresh = make()
         funcargs[FIXTURE] = fresh
         item.runtest()
@@ -206,7 +234,7 @@ class _ReportCollector:
     """Collects benchmark records and verdicts from reports: on the xdist controller these
     arrive from the workers; in a single process from this process's own tests."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: RunSession) -> None:
         self.run = run
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -237,7 +265,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
     run = config.stash.get(SESSION_KEY, None)
     if run is None or hasattr(config, "workerinput"):
         return

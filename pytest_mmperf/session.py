@@ -8,7 +8,8 @@ controller. Everything that can fail on bad stored data raises :class:`OutputErr
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,19 @@ if TYPE_CHECKING:
 
 class OutputError(RuntimeError):
     """Writing results, a baseline or history failed; the message is one line."""
+
+
+# marker keywords that describe a benchmark (fields of its record), not settings
+DESCRIBING = ("workload", "task", "optimizations", "batch_size", "scale")
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    """What one benchmark test runs with, resolved once at collection from its marker."""
+
+    settings: Settings
+    describe: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None  # a bad marker keyword: that test fails with this line
 
 
 def resolve_device(requested: str, cuda_available: Callable[[], bool]) -> str:
@@ -80,9 +94,12 @@ class RunSession:
         self.environment = environment.collect(self.device)
         self.commit, self.branch = environment.git_commit(self.rootdir)
 
-    def open_gate(self, expected_ids: Sequence[str]) -> None:
-        """Load the baseline for --mmperf-compare; bad stored data raises UsageError (one line)."""
-        self.expected_ids = list(expected_ids)
+    def open_gate(self) -> None:
+        """Load the baseline for --mmperf-compare; bad stored data raises UsageError (one line).
+
+        Every process opens it, the pytest-xdist controller too: workers judge, the controller
+        shows the verdicts that ride on the reports, with the same baseline and decision rule.
+        """
         if not self.settings.compare:
             return
         from pytest_mmperf.judge.gate import Gate, GateError
@@ -91,6 +108,21 @@ class RunSession:
             self.gate = Gate.open(self.settings, self.rootdir, self.environment, self.expected_ids)
         except (GateError, DocumentError) as exc:
             raise UsageError(f"--mmperf-compare: {exc}") from None
+
+    def expect(self, benchmark_ids: Iterable[str]) -> None:
+        """The benchmarks this run will judge (the Bonferroni family; the baseline entries not
+        compared); called after collection, on the controller once per worker's collection."""
+        self.expected_ids = sorted(set(self.expected_ids) | set(benchmark_ids))
+        if self.gate is not None:
+            self.gate.expected_ids = tuple(self.expected_ids)
+
+    def plan(self, marker_kwargs: Mapping[str, Any]) -> BenchmarkPlan:
+        """One benchmark's settings (its marker keywords override the session's) and description."""
+        describe = {k: marker_kwargs[k] for k in DESCRIBING if k in marker_kwargs}
+        try:
+            return BenchmarkPlan(self.settings.for_benchmark(marker_kwargs), describe)
+        except UsageError as exc:
+            return BenchmarkPlan(self.settings, describe, error=str(exc))
 
     # -- per benchmark ---------------------------------------------------------------------------
     def compare(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_mmperf.judge.checks import format_value
+from pytest_mmperf.judge.gate import Gate
 from pytest_mmperf.judge.verdict import Verdict
 from pytest_mmperf.report.comparison import detail_text
 from pytest_mmperf.results.records import RunDocument
@@ -47,7 +48,7 @@ def _results_table(doc: RunDocument) -> list[str]:
     return lines
 
 
-def render(doc: RunDocument, verdicts: Sequence[Verdict], gate: Any | None) -> str:
+def render(doc: RunDocument, verdicts: Sequence[Verdict], gate: Gate | None) -> str:
     env = doc.environment
     out = ["## pytest-mmperf", ""]
     facts = [f"**{len(doc.benchmarks)}** benchmark(s) on `{escape(doc.fingerprint)}`"]
@@ -63,12 +64,12 @@ def render(doc: RunDocument, verdicts: Sequence[Verdict], gate: Any | None) -> s
     return "\n".join(out)
 
 
-def _comparison(verdicts: Sequence[Verdict], gate: Any) -> list[str]:
+def _comparison(verdicts: Sequence[Verdict], gate: Gate) -> list[str]:
     out = ["### Comparison with the baseline", ""]
-    for note in getattr(gate, "notes", []):
+    for note in gate.notes:
         out.append(f"> {escape(note)}")
         out.append("")
-    if getattr(gate, "baseline", None) is not None:
+    if gate.baseline is not None:
         out.append(f"Baseline `{escape(gate.path)}` @ `{escape(gate.commit)}`.")
         out.append("")
     counts: dict[str, int] = {k: 0 for k in ICONS}
