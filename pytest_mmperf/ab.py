@@ -1,6 +1,6 @@
 """``mmperf ab``: measure two commits on one machine in one job, alternating, and judge head vs base.
 
-What a pull-request gate needs (MEASURING.md: absolute medians drift by up to 16% between sessions,
+What a pull-request gate needs (absolute medians drifted by up to 16% between sessions on a 2-core VM,
 while head vs base alternated in one run cancels that drift):
 
 1. both refs are checked out as detached ``git worktree``s in a temporary folder, removed again in

@@ -42,7 +42,7 @@ def visible_gpus(env: Mapping[str, str], count_gpus: Callable[[], int]) -> list[
 
 
 def nvml_gpu_count() -> int:
-    """GPUs NVML sees; 0 without a driver (NVML raises in 0.05 s there, MEASURING.md)."""
+    """GPUs NVML sees; 0 without a driver (NVML's init raises there, quickly)."""
     try:
         import pynvml
 

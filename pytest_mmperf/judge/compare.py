@@ -3,7 +3,7 @@
 Pure functions on :mod:`pytest_mmperf.results.records`; no pytest, no torch. The gate
 (:mod:`pytest_mmperf.judge.gate`) and ``mmperf compare`` both call :func:`compare_benchmarks`.
 
-How a metric is judged (STYLE.md rule 5: significant AND beyond a practical threshold):
+How a metric is judged (significant AND beyond a practical threshold; docs/gate.md):
 
 * **timing metrics** (``*_ms``, ``*_s``, ``*_per_s``): one-sided Mann-Whitney U test in the "worse"
   direction, plus the percentile-bootstrap CI of the ratio of medians (reported). *Regressed* when
@@ -11,7 +11,7 @@ How a metric is judged (STYLE.md rule 5: significant AND beyond a practical thre
   effective threshold; *improved* symmetrically; *inconclusive* when either side has fewer than
   ``min_samples`` samples, when even a perfect separation of the samples could not reach ``alpha``,
   or when the CI of the change is wider than ``max_ci_width``; otherwise *unchanged*.
-* **absolute timings drift between sessions** (MEASURING.md: medians moved up to 16% on an idle
+* **absolute timings drift between sessions** (medians moved up to 16% on an idle
   2-core VM 30 minutes apart). A baseline is always from another session, so for absolute timing
   metrics the effective threshold is ``max(threshold, drift_allowance)`` (default 20%). Metrics
   that are ratios measured inside one run (``speedup_vs_eager``, eager and optimized rounds
@@ -50,7 +50,7 @@ from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, RunDocu
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_CONFIDENCE = 0.99
-DRIFT_ALLOWANCE = 0.20  # absolute timings vs another session; MEASURING.md saw up to 16%
+DRIFT_ALLOWANCE = 0.20  # absolute timings vs another session; medians drifted up to 16% here
 MIN_SAMPLES = 5
 MAX_CI_WIDTH = 0.50  # relative change; a wider CI says nothing either way
 

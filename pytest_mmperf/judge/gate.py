@@ -101,7 +101,7 @@ class Gate:
 
     @staticmethod
     def _gate_absolute(s: Settings) -> bool:
-        # --mmperf-absolute=gate|report; gate by default: INTERFACE.md promises latency
+        # --mmperf-absolute=gate|report; gate by default: the documented contract is that latency
         # regressions fail, and dedicated runners drift less than the allowance
         return s.gate_absolute_timings
 

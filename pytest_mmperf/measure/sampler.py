@@ -2,7 +2,7 @@
 
 One or more *arms* (callables) are measured. With two arms (eager and optimized) rounds are
 interleaved ABBA: arm order flips every round, so a machine that drifts during the run affects
-both arms alike and their ratio cancels the drift (MEASURING.md: medians drifted up to 16%
+both arms alike and their ratio cancels the drift (on a 2-core VM medians drifted up to 16%
 between sessions; ratios measured inside one run did not).
 
 Per round and arm this records ``latency_ms`` (wall time until the device is idle again), on a

@@ -1,6 +1,6 @@
 """The results document: immutable records and their versioned JSON form.
 
-``schema_version`` 1 is the format of INTERFACE.md. Loading refuses a newer version (written by a
+``schema_version`` 1 is the format described in docs/design.md. Loading refuses a newer version (written by a
 newer pytest-mmperf) and anything that is not a results document, each with a one-line
 :class:`DocumentError`; older versions would be upgraded step by step in ``_UPGRADES``.
 """

@@ -16,7 +16,7 @@ prompt of the drawn length). New tokens: 358 at paper scale (HumanEval's mean de
 capped so prompt + new <= 512.
 
 Random weights use a larger ``init_std`` than the default 0.02 so that greedy output varies
-instead of repeating one token (MEASURING.md); it shrinks with width to keep activations finite
+instead of repeating one token; it shrinks with width to keep activations finite
 in fp16 at paper scale. Speed depends on the shapes only, not on the values.
 
 ``BuildOptions.extra`` keys read here:

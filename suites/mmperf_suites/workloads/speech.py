@@ -13,7 +13,7 @@ Stages and the phase each records (one sample per run):
 * ``vocoder`` (x2st only): the unit HiFi-GAN, units -> 16 kHz waveform.
 
 The stages mirror ``SeamlessM4Tv2Model.generate`` but call its submodules directly (no forward
-hooks: MEASURING.md found hooks distort timings), and run the speech encoder once where
+hooks, which distorted timings when measured), and run the speech encoder once where
 ``generate`` runs it twice.
 
 Beam search is our own loop (``beam_search``) rather than ``generate``: the per-step decoder
