@@ -1,6 +1,6 @@
 """Measured detection power and false-alarm rate of the regression gate on this machine.
 
-Not a timed test: a script that reports numbers (README, "Regression gate").
+Not a timed test: a script that reports numbers (docs/gate.md).
 
 Each *session* is a fresh Python process (torch imported anew, as a CI run would) that measures
 a real torch workload (1 thread, warm-up 1, ``--rounds`` rounds, the sampler's loop):

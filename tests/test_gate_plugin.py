@@ -67,7 +67,7 @@ def test_levered(mmperf):
 
 # --mmperf-absolute=report: on this shared VM an unchanged ~5 ms benchmark moved +26% between two
 # back-to-back runs in one process (absolute latencies are shown, not gated); the gate decides on
-# the ratios measured inside each run, as the README recommends for such machines.
+# the ratios measured inside each run, as docs/gate.md recommends for such machines.
 FAST = ["--mmperf", "--mmperf-history=off", "--mmperf-rounds=15", "--mmperf-warmup=2", "--mmperf-max-time=0.5",
         "--mmperf-absolute=report", "-p", "no:randomly"]
 

@@ -84,7 +84,7 @@ def test_installed_wheel_runs_a_bundled_benchmark_outside_the_repository(
     for path in where.stdout.split():
         assert Path(path).is_relative_to(venv) and not Path(path).is_relative_to(ROOT)
 
-    # the documented command (README, docs/index.md)
+    # the documented command (README, docs/usage.md)
     done = _run(python, "-m", "pytest", "--pyargs", "mmperf_suites", "--mmperf", "-k", "recommender and eager",
                 "--mmperf-history=off", "--mmperf-rounds=5", "--mmperf-max-time=0.5",
                 "--mmperf-json=results.json", "--mmperf-save-baseline", "-p", "no:cacheprovider",

