@@ -7,10 +7,7 @@ start and shows the verdicts that ride on the workers' reports.
 import re
 import textwrap
 
-import pytest
-
-pytest_plugins = ["pytester"]
-pytest.importorskip("xdist", reason="pytest-xdist is in the test extra")
+pytest_plugins = ["pytester"]  # and pytest-xdist, from the test extra
 
 BENCH = textwrap.dedent(
     """
