@@ -142,7 +142,7 @@ def pytest_xdist_node_collection_finished(node: _Worker, ids: list[str]) -> None
 
 @pytest.fixture
 def mmperf(request: pytest.FixtureRequest) -> Generator[Mmperf, None, None]:
-    """Measure a callable: ``result = mmperf(fn, *args)``; see the README for phases, checks
+    """Measure a callable: ``result = mmperf(fn, *args)``; see docs/usage.md for phases, checks
     and ``mmperf.interleaved(eager, optimized)``."""
     run = request.config.stash.get(SESSION_KEY, None)
     if run is None:
