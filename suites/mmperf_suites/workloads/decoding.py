@@ -246,6 +246,10 @@ def layerskip_decode(
 ) -> torch.Tensor:  # [B, new_tokens]
     """Greedy self-speculative decoding; the tokens equal ``greedy_decode``'s by construction.
 
+    Every step's output is either consumed before the next step call (logits -> argmax) or
+    copied into a buffer this loop owns (the exit hidden states), so the loop stays correct
+    when the steps are CUDA graphs whose replays reuse their output memory.
+
     One round (one ``speculation_round`` sample, producing 1..K+1 tokens; the harness derives
     ``tpot_ms`` per measured call as decode time over generated tokens): K draft steps through the early
     layers, one more early-layer step for the last draft (its late layers are still needed),
@@ -262,6 +266,7 @@ def layerskip_decode(
         token = pick_greedy(logits[:, -1:], logit_bias)  # [B, 1]
     out = [token]
     produced = 1
+    exits: torch.Tensor | None = None  # the drafts' exit hidden states, owned by this loop
     while produced < new_tokens:
         # The cache holds positions < pos; ``token`` (at pos) is not in it yet. Every round
         # drafts the full K, even near the end (the cache has K positions of slack), so the
@@ -269,18 +274,21 @@ def layerskip_decode(
         pos = prompt_len + produced - 1
         k = settings.draft_tokens
         with phases.phase("speculation_round"):
-            exits, drafts = [], []
+            drafts = []
             x = token
             for j in range(k + 1):
                 hidden, draft_logits = draft_step(x, positions(batch, pos + j, 1, device), cache)
-                exits.append(hidden)  # [B, 1, D]
+                if exits is None:
+                    exits = hidden.new_empty(batch, k + 1, hidden.shape[-1])  # [B, K+1, D]
+                # Copied out now: under CUDA graphs (reduce-overhead) the next draft step's
+                # replay overwrites this one's output tensors (graph-tree rule); the copy
+                # replaces the torch.cat the verify pass needed anyway.
+                exits[:, j : j + 1].copy_(hidden)
                 if j < k:
                     x = pick_greedy(draft_logits, logit_bias)  # [B, 1]
                     drafts.append(x)
             drafted = torch.cat(drafts, dim=1)  # [B, K]
-            full = verify_step(
-                torch.cat(exits, dim=1), positions(batch, pos, k + 1, device), cache
-            )  # [B, K+1, V]
+            full = verify_step(exits, positions(batch, pos, k + 1, device), cache)  # [B, K+1, V]
             verified = pick_greedy(full, logit_bias)  # [B, K+1]: the full model's next tokens
             # accepted = length of the prefix where draft == verified, shortest over the batch
             matches = (verified[:, :k] == drafted).int().cumprod(dim=1).sum(dim=1)
