@@ -61,6 +61,8 @@ class Mmperf:
         self._probe_factory = probe_factory
         self._clock: Clock | None = None
         self._phases: PhaseLog | None = None
+        # while profiling, phase marks become profiler ranges (the device-busy step windows)
+        self._annotate: Callable[[str], AbstractContextManager[Any]] | None = None
         self.description = Description(scale=settings.scale)
         self._samples: dict[str, list[float]] = {}
         self._extra: dict[str, MetricRecord] = {}
@@ -114,6 +116,8 @@ class Mmperf:
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         """A named phase inside the measured call; a no-op outside measured rounds."""
+        if self._annotate is not None:
+            return self._annotate(name)
         if self._phases is None:
             from contextlib import nullcontext
 
@@ -153,11 +157,15 @@ class Mmperf:
         """With --mmperf-profile: one more call under torch.profiler (not a measured round)."""
         if not self.settings.profile:
             return
-        from pytest_mmperf.measure.profiling import profile_call
+        from pytest_mmperf.measure.profiling import annotate_phase, profile_call
 
         rounds = max(len(self._samples.get("latency_ms", [])), 1)
         steps = len(self._samples.get("tpot_ms", [])) // rounds
-        self.profile = profile_call(fn, self.device, steps=steps)
+        self._annotate = annotate_phase
+        try:
+            self.profile = profile_call(fn, self.device, steps=steps)
+        finally:
+            self._annotate = None
 
     def _ensure_once(self) -> None:
         if self.measured:

@@ -4,14 +4,33 @@ The paper's core finding is *where* inference time goes: linear layers at small 
 attention at large batch and long context, beam-search KV-cache reorder in Seamless, and on a
 GPU long idle gaps during decode. One extra call of the benchmark runs under ``torch.profiler``;
 every aten operator's self time is attributed to a class by name (:func:`classify`, pure and
-tested without torch), and on CUDA the device-busy fraction is kernel time over wall time.
+tested without torch).
+
+On CUDA the figures come from the profiler's *device* events only (kernels, memcpy, memset:
+what the GPU executed), never from CPU ops, whose ``device_time`` is the same kernels counted a
+second time:
+
+* ``op_share`` is each class's share of device time, classified by kernel name;
+* ``device_busy_fraction`` is, over the decode steps, the time covered by at least one device
+  event (the union of their intervals, so overlapping kernels on two streams count once) within
+  each step's window, over the windows' total length. A step's window is the host interval of
+  its phase mark (``tpot``, or LayerSkip's ``speculation_round``), recorded while profiling as a
+  ``record_function`` range (:func:`annotate_phase`). ``device_busy_per_step`` gives the
+  median/min/max over steps; ``device_busy_fraction_call`` the same over the whole call.
+
+Host time vs device time: ``latency_host_ms`` is until the call returned (launch work);
+``latency_ms`` until the device finished; ``latency_device_ms`` is between two CUDA events, an
+interval on the GPU's timeline that *includes* the gaps in which the GPU waited for the host.
+None of these is idle time: a launch-bound decode step can have equal host and device latency
+and still keep the GPU busy a fraction of it. Idle time is what the busy union leaves uncovered.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 OP_CLASSES = ("linear", "attention", "normalization", "kv_cache", "activation", "embedding", "other")
@@ -49,13 +68,82 @@ def shares(op_times: Iterable[tuple[str, float]]) -> dict[str, float]:
     return {k: v / whole for k, v in totals.items()}
 
 
+STEP_PHASES = ("tpot", "speculation_round")
+ANNOTATION_PREFIX = "mmperf.phase:"
+
+Interval = tuple[float, float]  # (start, end), microseconds on the profiler's clock
+
+
+def annotate_phase(name: str) -> AbstractContextManager[Any]:
+    """The phase mark used while profiling: a profiler range named ``mmperf.phase:<name>``."""
+    from torch.profiler import record_function
+
+    return record_function(ANNOTATION_PREFIX + name)
+
+
+def merge(intervals: Iterable[Interval]) -> list[Interval]:
+    """Sorted, non-overlapping intervals covering the same time."""
+    merged: list[Interval] = []
+    for start, end in sorted(intervals):
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def covered(merged: Sequence[Interval], window: Interval) -> float:
+    """Length of ``window`` covered by the (merged) intervals."""
+    lo, hi = window
+    return sum(max(0.0, min(end, hi) - max(start, lo)) for start, end in merged)
+
+
+def busy_fractions(device: Iterable[Interval], windows: Sequence[Interval]) -> list[float]:
+    """Per window, the fraction of it in which at least one device event ran. Never above 1
+    by construction (a union within the window), so nothing needs clamping."""
+    merged = merge(device)
+    return [covered(merged, w) / (w[1] - w[0]) if w[1] > w[0] else 0.0 for w in windows]
+
+
+def device_busy(device: Sequence[Interval], windows: Sequence[Interval],
+                call: Interval) -> dict[str, Any]:
+    """The device-busy figures of one profiled call (see the module docstring)."""
+    merged = merge(device)
+    out: dict[str, Any] = {}
+    call_len = call[1] - call[0]
+    out["device_busy_fraction_call"] = covered(merged, call) / call_len if call_len > 0 else 0.0
+    steps = [w for w in windows if w[1] > w[0]]
+    if steps:
+        per_step = sorted(covered(merged, w) / (w[1] - w[0]) for w in steps)
+        busy = sum(covered(merged, w) for w in steps) / sum(w[1] - w[0] for w in steps)
+        out["device_busy_fraction"] = busy
+        out["device_idle_fraction"] = 1.0 - busy
+        out["device_busy_basis"] = "union of device events within each decode step's window"
+        out["device_busy_per_step"] = {
+            "steps_count": len(per_step),
+            "median_fraction": per_step[len(per_step) // 2],
+            "min_fraction": per_step[0],
+            "max_fraction": per_step[-1],
+        }
+    else:
+        out["device_busy_fraction"] = out["device_busy_fraction_call"]
+        out["device_idle_fraction"] = 1.0 - out["device_busy_fraction_call"]
+        out["device_busy_basis"] = "union of device events over the whole call (no decode steps)"
+    return out
+
+
 def profile_call(fn: Callable[[], Any], device: str, steps: int = 0) -> dict[str, Any]:
     """Run ``fn`` once under torch.profiler and characterize it.
 
     ``steps``: decode steps in one call (from the ``tpot`` phase count), to report operators
-    dispatched per step: the CPU-side cost the paper finds dominates decode at batch 1.
+    dispatched per step: the CPU-side cost the paper finds dominates decode at batch 1. The
+    caller makes phase marks inside ``fn`` into :func:`annotate_phase` ranges (the fixture does)
+    so that the device-busy figures have step windows.
     """
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
@@ -63,7 +151,7 @@ def profile_call(fn: Callable[[], Any], device: str, steps: int = 0) -> dict[str
         activities.append(ProfilerActivity.CUDA)
         torch.cuda.synchronize()
     t0 = time.perf_counter_ns()
-    with profile(activities=activities) as prof:
+    with profile(activities=activities) as prof, torch.profiler.record_function(ANNOTATION_PREFIX + "call"):
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
@@ -81,11 +169,19 @@ def profile_call(fn: Callable[[], Any], device: str, steps: int = 0) -> dict[str
     if steps:
         result["ops_per_decode_step"] = dispatched / steps
     if device == "cuda":
-        dev = [(e.key, float(getattr(e, "self_device_time_total", 0.0))) for e in events]
-        kernel_us = sum(t for _, t in dev)
-        result["op_share"] = shares(dev)
-        result["op_share_basis"] = "device self time"
-        busy = min(kernel_us / 1e3 / wall_ms, 1.0) if wall_ms > 0 else 0.0
-        result["device_busy_fraction"] = busy
-        result["device_idle_fraction"] = 1.0 - busy
+        raw = prof.events()
+        kernels = [e for e in raw if e.device_type != DeviceType.CPU and not e.is_user_annotation]
+        marks = [e for e in raw if e.device_type == DeviceType.CPU and e.is_user_annotation
+                 and e.name.startswith(ANNOTATION_PREFIX)]
+        calls = [(e.time_range.start, e.time_range.end) for e in marks
+                 if e.name == ANNOTATION_PREFIX + "call"]
+        windows = [(e.time_range.start, e.time_range.end) for e in marks
+                   if e.name.removeprefix(ANNOTATION_PREFIX) in STEP_PHASES]
+        intervals = [(e.time_range.start, e.time_range.end) for e in kernels]
+        result["op_share"] = shares((e.name, e.time_range.elapsed_us()) for e in kernels)
+        result["op_share_basis"] = "device event time (kernels, copies)"
+        result["device_events_count"] = len(kernels)
+        call = calls[0] if calls else (min(w[0] for w in intervals or [(0.0, 0.0)]),
+                                       max(w[1] for w in intervals or [(0.0, 0.0)]))
+        result.update(device_busy(intervals, windows, call))
     return result
