@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.autograd import DeviceType
+from torch.profiler import DeviceType
 
 from pytest_mmperf.fixture import Mmperf
 from pytest_mmperf.measure import profiling

@@ -143,8 +143,7 @@ def profile_call(fn: Callable[[], Any], device: str, steps: int = 0) -> dict[str
     so that the device-busy figures have step windows.
     """
     import torch
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import DeviceType, ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
     if device == "cuda":
