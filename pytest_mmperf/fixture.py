@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_mmperf.judge.checks import check_bound
 from pytest_mmperf.measure.clocks import Clock
 from pytest_mmperf.measure.memory import MemoryProbe
+from pytest_mmperf.measure.memory.nvml import DEVICE_STATE_METRICS
 from pytest_mmperf.measure.sampler import ArmSamples, PhaseLog, RoundPlan, Sampler
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from pytest_mmperf.session import RunSession
 
 # Metrics from NVML describe the device, not the workload: recorded, never gated.
-UNGATED = frozenset({"gpu_utilization_pct", "device_memory_used_bytes", "first_call_ms"})
+UNGATED = DEVICE_STATE_METRICS | {"first_call_ms"}
 
 
 @dataclass

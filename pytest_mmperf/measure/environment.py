@@ -11,10 +11,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from pytest_mmperf.measure.memory.nvml import NvmlLookupError, persistence_mode, resolve, visible_entry
 from pytest_mmperf.results.fingerprint import COMPARABLE_KEYS, differences, fingerprint
 
 __all__ = ["COMPARABLE_KEYS", "collect", "differences", "fingerprint", "git_commit"]
-
 
 
 def _cpu_model() -> str:
@@ -37,7 +37,8 @@ def _total_ram_bytes() -> int | None:
 
 
 def _gpu_facts() -> dict[str, Any]:
-    """GPU name, driver, memory, clocks, power limit and MIG mode from NVML, or why not."""
+    """GPU name, driver, memory, clocks, power limit, MIG and persistence mode from NVML, or why
+    not. The GPU is the one the first ``CUDA_VISIBLE_DEVICES`` entry names (index or UUID)."""
     try:
         import pynvml
     except ImportError:
@@ -46,17 +47,27 @@ def _gpu_facts() -> dict[str, Any]:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
         return {"nvml": f"unavailable ({type(exc).__name__})"}
+    return nvml_facts(pynvml, visible_entry())
+
+
+def nvml_facts(nvml: Any, entry: str) -> dict[str, Any]:
+    """The device facts of ``entry`` through an initialized NVML module (or a fake)."""
     facts: dict[str, Any] = {"nvml": "ok"}
     try:
-        facts["driver_version"] = _text(pynvml.nvmlSystemGetDriverVersion())
-        count = pynvml.nvmlDeviceGetCount()
+        facts["driver_version"] = _text(nvml.nvmlSystemGetDriverVersion())
+        count = nvml.nvmlDeviceGetCount()
         facts["gpu_count"] = count
         if count:
-            h = pynvml.nvmlDeviceGetHandleByIndex(_visible_index())
-            facts["gpu_name"] = _text(pynvml.nvmlDeviceGetName(h))
-            facts["gpu_memory_bytes"] = int(pynvml.nvmlDeviceGetMemoryInfo(h).total)
-            facts.update(_optional_nvml(pynvml, h))
-    except pynvml.NVMLError as exc:
+            device = resolve(nvml, entry)
+            facts["gpu_visible_entry"] = entry
+            facts["gpu_uuid"] = _text(nvml.nvmlDeviceGetUUID(device.handle))
+            facts["gpu_name"] = _text(nvml.nvmlDeviceGetName(device.gpu))
+            facts["gpu_memory_bytes"] = int(nvml.nvmlDeviceGetMemoryInfo(device.handle).total)
+            facts["gpu_persistence_mode"] = persistence_mode(nvml, device)
+            facts.update(_optional_nvml(nvml, device.gpu))
+    except NvmlLookupError as exc:
+        facts["nvml"] = str(exc)
+    except nvml.NVMLError as exc:
         facts["nvml"] = f"partial ({type(exc).__name__})"
     return facts
 
@@ -66,6 +77,7 @@ def _optional_nvml(pynvml: Any, h: Any) -> dict[str, Any]:
     queries = {
         "gpu_sm_clock_max_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
         "gpu_mem_clock_max_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM),
+        "gpu_sm_clock_applications_mhz": lambda: pynvml.nvmlDeviceGetApplicationsClock(h, pynvml.NVML_CLOCK_SM),
         "gpu_power_limit_w": lambda: pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0,
         "mig_mode": lambda: pynvml.nvmlDeviceGetMigMode(h)[0],
         "gpu_compute_capability": lambda: ".".join(map(str, pynvml.nvmlDeviceGetCudaComputeCapability(h))),
@@ -76,11 +88,6 @@ def _optional_nvml(pynvml: Any, h: Any) -> dict[str, Any]:
         except pynvml.NVMLError:
             out[key] = None  # not supported on this GPU (e.g. MIG on consumer cards)
     return out
-
-
-def _visible_index() -> int:
-    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-    return int(first) if first.isdigit() else 0
 
 
 def _text(value: Any) -> str:
@@ -115,7 +122,7 @@ def collect(device: str) -> dict[str, Any]:
     env.update(_gpu_facts())
     if device != "cuda":
         # a GPU on the machine does not matter to CPU runs; keep it informative only
-        for key in ("gpu_count", "gpu_memory_bytes", "gpu_power_limit_w", "mig_mode"):
+        for key in ("gpu_count", "gpu_memory_bytes", "gpu_power_limit_w", "mig_mode", "gpu_persistence_mode"):
             if key in env:
                 env[f"host_{key}"] = env.pop(key)
         if "gpu_name" in env:

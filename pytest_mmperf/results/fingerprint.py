@@ -26,12 +26,20 @@ COMPARABLE_KEYS: tuple[str, ...] = (
     "gpu_memory_bytes",
     "gpu_power_limit_w",
     "mig_mode",
+    # Persistence mode off lets the driver unload between processes: each run then pays
+    # initialization and may start at other clocks. Added after the first stored fingerprints.
+    "gpu_persistence_mode",
 )
+# Keys added to COMPARABLE_KEYS after fingerprints were first stored: hashed only when set, so
+# the fingerprints of environments without them (every CPU run) stay what they were.
+HASHED_WHEN_SET: frozenset[str] = frozenset({"gpu_persistence_mode"})
 
 
 def fingerprint(env: Mapping[str, Any]) -> str:
     """A readable, stable id of the comparable keys: ``cpu-2c-<hash>`` or ``cuda-h200-<hash>``."""
-    comparable = {k: env.get(k) for k in COMPARABLE_KEYS}
+    comparable = {
+        k: env.get(k) for k in COMPARABLE_KEYS if k not in HASHED_WHEN_SET or env.get(k) is not None
+    }
     digest = hashlib.sha256(json.dumps(comparable, sort_keys=True, default=str).encode()).hexdigest()
     if env.get("device") == "cuda":
         name = str(env.get("gpu_name") or "gpu").lower()

@@ -38,6 +38,8 @@ _UNITS: tuple[Unit, ...] = (
     Unit("_count", "count", Direction.LOWER, False),
     Unit("_flops", "FLOP", Direction.LOWER, False),
     Unit("_pct", "%", Direction.LOWER, False),
+    Unit("_mhz", "MHz", Direction.HIGHER, False),  # clocks (recorded ungated: device state)
+    Unit("_celsius", "degC", Direction.LOWER, False),
     Unit("_ms", "ms", Direction.LOWER, True),
     Unit("_s", "s", Direction.LOWER, True),
 )
