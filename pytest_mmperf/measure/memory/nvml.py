@@ -24,7 +24,7 @@ describe the device, not the workload):
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,7 +209,7 @@ class NvmlProbe:
             out["device_memory_used_bytes"] = float(nvml.nvmlDeviceGetMemoryInfo(dev.handle).used)
         except nvml.NVMLError:
             return {}
-        queries = {
+        queries: dict[str, Callable[[], Any]] = {
             "gpu_utilization_pct": lambda: nvml.nvmlDeviceGetUtilizationRates(dev.gpu).gpu,
             "gpu_sm_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(dev.gpu, CLOCK_SM),
             "gpu_temperature_celsius": lambda: nvml.nvmlDeviceGetTemperature(dev.gpu, TEMPERATURE_GPU),
