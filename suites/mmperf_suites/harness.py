@@ -173,6 +173,7 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         optimized_rounds=mmperf.round_results,
         eager_logits=ref_logits,
         optimized_logits=opt_logits,
+        dtype=options.dtype,
     )
     _finish(mmperf, optimized, eager, q, opt_out, ref_logits=opt_logits)
 
@@ -288,5 +289,6 @@ def quality_only(workload: str, task: str, levers: Sequence[Any], scale: str = "
         optimized_rounds=outs,
         eager_logits=ref_logits,
         optimized_logits=opt_logits,
+        dtype=options.dtype,
     )
 
