@@ -143,6 +143,33 @@ class Mmperf:
         """
         self._ensure_once()
         eager_arm, opt_arm = self._sampler(keep_results=True).run([eager, optimized])
+        self._take_arms(eager_arm, opt_arm)
+        self._characterize(optimized)
+        return eager_arm.result, opt_arm.result
+
+    def sequential(
+        self, eager: Callable[[], Any], make_optimized: Callable[[Any], Callable[[], Any]]
+    ) -> tuple[Any, Any]:
+        """Measure eager's rounds, then the optimized arm's: for arms too large to be alive
+        together (a 34B model twice does not fit one GPU).
+
+        ``make_optimized(eager's last result)`` runs between the two: it may free eager's
+        model and build the optimized one, and returns the optimized callable. The speedup
+        compares two stretches of time, so drift between them is not cancelled as in
+        :meth:`interleaved`; the description says ``arms: sequential``.
+        """
+        self._ensure_once()
+        self.describe(arms="sequential")
+        (eager_arm,) = self._sampler(keep_results=True).run([eager])
+        optimized = make_optimized(eager_arm.result)
+        (opt_arm,) = self._sampler(keep_results=True).run([optimized])
+        self._take_arms(eager_arm, opt_arm)
+        self._characterize(optimized)
+        return eager_arm.result, opt_arm.result
+
+    def _take_arms(self, eager_arm: ArmSamples, opt_arm: ArmSamples) -> None:
+        """The optimized arm's metrics as this benchmark's, eager's under ``eager_``, and the
+        speedup (ratio of median latencies with its CI)."""
         self._take(opt_arm, prefix="")
         self._take(eager_arm, prefix=EAGER_PREFIX)
         self.round_results = opt_arm.results
@@ -151,8 +178,6 @@ class Mmperf:
         o = opt_arm.samples["latency_ms"]
         r = stats.ratio_of_medians(e, o, self.settings.confidence)
         self._speedup = Speedup(r.ratio, r.ci_low, r.ci_high, r.confidence, len(e), len(o))
-        self._characterize(optimized)
-        return eager_arm.result, opt_arm.result
 
     def _characterize(self, fn: Callable[[], Any]) -> None:
         """With --mmperf-profile: one more call under torch.profiler (not a measured round)."""
