@@ -16,7 +16,9 @@ from pytest_mmperf.fixture import Mmperf
 from pytest_mmperf.measure.clocks.host import HostClock
 from pytest_mmperf.settings import Settings
 
+
 H200_BYTES = 143_771 * 2**20  # what the driver reports for one H200
+
 
 def test_34b_arms_do_not_fit_one_h200_together_7b_do() -> None:
     big = llm.describe("t2t", "paper-34b")
@@ -24,8 +26,8 @@ def test_34b_arms_do_not_fit_one_h200_together_7b_do() -> None:
     assert not harness.arms_fit_together(big, H200_BYTES)
     assert harness.arms_fit_together(llm.describe("t2t", "paper"), H200_BYTES)
 
-class FakeRunner:
 
+class FakeRunner:
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -36,6 +38,7 @@ class FakeRunner:
         import torch
 
         return torch.zeros(1, 3, 4)
+
 
 def test_sequential_arms_free_eager_before_building_the_optimized(monkeypatch: pytest.MonkeyPatch) -> None:
     eager = FakeRunner("eager")
@@ -62,6 +65,7 @@ def test_sequential_arms_free_eager_before_building_the_optimized(monkeypatch: p
     assert health["calibration_drift_ratio"] == 1.0 and health["compile_ms"] == 1.0
     assert mmperf.description.params["arms"] == "sequential"
     assert len(mmperf.samples("latency_ms")) == 2 and len(mmperf.samples("eager_latency_ms")) == 2
+
 
 def test_calibration_kernel_times_on_cpu() -> None:
     assert harness.calibration_ms("cpu", size=32, repeats=3) > 0
