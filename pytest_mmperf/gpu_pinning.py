@@ -2,7 +2,8 @@
 
 ``pytest --mmperf -n N`` on a machine with G GPUs: worker ``gwI`` sees only GPU I of the GPUs
 visible to the run (``CUDA_VISIBLE_DEVICES`` of the parent when set, else every GPU NVML counts),
-so two benchmarks never share a GPU. More workers than GPUs is refused with one line. CUDA reads
+so two benchmarks never share a GPU (GPUs found through NVML are named by UUID, a GPU in MIG mode
+by its slices' UUIDs). More workers than GPUs is refused with one line. CUDA reads
 ``CUDA_VISIBLE_DEVICES`` once, when it initializes; the plugin calls :func:`pin` in
 ``pytest_configure`` before :meth:`session.RunSession.start` touches ``torch.cuda``, and
 :func:`pin` refuses when something already initialized CUDA in the worker.
@@ -34,11 +35,38 @@ def worker_index(workerinput: Mapping[str, Any]) -> tuple[int, int]:
     return index, count
 
 
-def visible_gpus(env: Mapping[str, str], count_gpus: Callable[[], int]) -> list[str]:
-    """The GPUs this run may use: the parent's CUDA_VISIBLE_DEVICES entries, or 0..G-1."""
+def visible_gpus(env: Mapping[str, str], count_gpus: Callable[[], int | list[str]]) -> list[str]:
+    """The GPUs this run may use: the parent's CUDA_VISIBLE_DEVICES entries, else what
+    ``count_gpus`` finds: device entries (UUIDs, see :func:`nvml_devices`) or a count (0..G-1)."""
     if ENV in env:
         return [d.strip() for d in env[ENV].split(",") if d.strip() and d.strip() != "-1"]
-    return [str(i) for i in range(count_gpus())]
+    found = count_gpus()
+    return [str(i) for i in range(found)] if isinstance(found, int) else list(found)
+
+
+def nvml_devices() -> list[str]:
+    """Every device a worker can be pinned to, by UUID: a GPU's ``GPU-<uuid>``, or for a GPU in
+    MIG mode the ``MIG-<uuid>`` of each slice (CUDA runs a process on one slice, named by its
+    UUID). UUIDs, not indices: NVML numbers GPUs in PCI-bus order, CUDA fastest first unless
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. [] without a driver (NVML raises in 0.05 s there)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    from pytest_mmperf.measure.memory.nvml import gpu_handles, mig_handles, text
+
+    try:
+        out: list[str] = []
+        for gpu in gpu_handles(pynvml):
+            slices = mig_handles(pynvml, gpu)
+            out += [text(pynvml.nvmlDeviceGetUUID(h)) for h in (slices or [gpu])]
+        return out
+    except pynvml.NVMLError:
+        return []
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def nvml_gpu_count() -> int:
@@ -81,7 +109,7 @@ def pin(
     numprocesses: Any = None,
     env: MutableMapping[str, str] | None = None,
     *,
-    count_gpus: Callable[[], int] = nvml_gpu_count,
+    count_gpus: Callable[[], int | list[str]] = nvml_devices,
     initialized: Callable[[], bool] = cuda_initialized,
 ) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` for this xdist worker; returns the GPU chosen, or None.

@@ -232,3 +232,21 @@ def test_cpu_fingerprint_is_unchanged_by_the_new_key() -> None:
     digest = hashlib.sha256(json.dumps({k: env.get(k) for k in old_keys}, sort_keys=True,
                                        default=str).encode()).hexdigest()
     assert fingerprint(env).endswith(digest[:10])
+
+
+def test_pinning_names_devices_by_uuid_and_mig_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from pytest_mmperf import gpu_pinning
+
+    fake = FakeNvml()
+    fake.nvmlInit = lambda: None  # type: ignore[attr-defined]
+    fake.nvmlShutdown = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    devices = gpu_pinning.nvml_devices()
+    assert devices == ["GPU-aaaa1111-0000", "MIG-cccc3333-0000", "MIG-dddd4444-0000"]
+    env: dict[str, str] = {}
+    chosen = gpu_pinning.pin("cuda", {"workerid": "gw2", "workercount": 3}, env=env,
+                             count_gpus=gpu_pinning.nvml_devices, initialized=lambda: False)
+    assert chosen == env["CUDA_VISIBLE_DEVICES"] == "MIG-dddd4444-0000"
+    assert nv.resolve(fake, chosen).mig  # and the probe finds the same slice again

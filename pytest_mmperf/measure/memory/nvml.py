@@ -86,15 +86,16 @@ class Device:
     mig: bool = False
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _gpus(nvml: Any) -> list[Any]:
+def gpu_handles(nvml: Any) -> list[Any]:
     return [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
 
 
-def _migs(nvml: Any, gpu: Any) -> list[Any]:
+def mig_handles(nvml: Any, gpu: Any) -> list[Any]:
+    """The MIG slices of a GPU (none when MIG is off)."""
     try:
         count = nvml.nvmlDeviceGetMaxMigDeviceCount(gpu)
     except nvml.NVMLError:
@@ -110,12 +111,12 @@ def _migs(nvml: Any, gpu: Any) -> list[Any]:
 
 def _by_uuid_prefix(nvml: Any, entry: str) -> Device:
     matches: list[Device] = []
-    for gpu in _gpus(nvml):
-        if entry.startswith("GPU-") and _text(nvml.nvmlDeviceGetUUID(gpu)).startswith(entry):
+    for gpu in gpu_handles(nvml):
+        if entry.startswith("GPU-") and text(nvml.nvmlDeviceGetUUID(gpu)).startswith(entry):
             matches.append(Device(gpu, gpu, entry))
         if entry.startswith("MIG-"):
-            for mig in _migs(nvml, gpu):
-                if _text(nvml.nvmlDeviceGetUUID(mig)).startswith(entry):
+            for mig in mig_handles(nvml, gpu):
+                if text(nvml.nvmlDeviceGetUUID(mig)).startswith(entry):
                     matches.append(Device(mig, gpu, entry, mig=True))
     if len(matches) != 1:
         found = "no device" if not matches else f"{len(matches)} devices"
@@ -133,7 +134,7 @@ def resolve(nvml: Any, entry: str) -> Device:
             gpu_uuid, _, ids = entry.removeprefix("MIG-").partition("/")
             gi, _, ci = ids.partition("/")
             gpu = nvml.nvmlDeviceGetHandleByUUID(gpu_uuid)
-            for mig in _migs(nvml, gpu):
+            for mig in mig_handles(nvml, gpu):
                 if (str(nvml.nvmlDeviceGetGpuInstanceId(mig)) == gi
                         and str(nvml.nvmlDeviceGetComputeInstanceId(mig)) == ci):
                     return Device(mig, gpu, entry, mig=True)
