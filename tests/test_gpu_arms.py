@@ -69,3 +69,12 @@ def test_sequential_arms_free_eager_before_building_the_optimized(monkeypatch: p
 
 def test_calibration_kernel_times_on_cpu() -> None:
     assert harness.calibration_ms("cpu", size=32, repeats=3) > 0
+
+
+def test_device_memory_from_a_fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: SimpleNamespace(total_memory=H200_BYTES))
+    assert harness._device_memory_bytes() == H200_BYTES
