@@ -16,7 +16,6 @@ from pytest_mmperf.fixture import Mmperf
 from pytest_mmperf.measure.clocks.host import HostClock
 from pytest_mmperf.settings import Settings
 
-
 H200_BYTES = 143_771 * 2**20  # what the driver reports for one H200
 
 
