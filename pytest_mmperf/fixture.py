@@ -142,8 +142,9 @@ class Mmperf:
         self._take(eager_arm, prefix=EAGER_PREFIX)
         self.round_results = opt_arm.results
         self.eager_round_results = eager_arm.results
-        e = eager_arm.samples["latency_ms"]
-        o = opt_arm.samples["latency_ms"]
+        latency = _latency_metric(opt_arm.samples)
+        e = eager_arm.samples[latency]
+        o = opt_arm.samples[latency]
         r = stats.ratio_of_medians(e, o, self.settings.confidence)
         self._speedup = Speedup(r.ratio, r.ci_low, r.ci_high, r.confidence, len(e), len(o))
         self._characterize(optimized)
@@ -155,7 +156,7 @@ class Mmperf:
             return
         from pytest_mmperf.measure.profiling import profile_call
 
-        rounds = max(len(self._samples.get("latency_ms", [])), 1)
+        rounds = max(len(self._samples.get(_latency_metric(self._samples), [])), 1)
         steps = len(self._samples.get("tpot_ms", [])) // rounds
         self.profile = profile_call(fn, self.device, steps=steps)
 
@@ -255,3 +256,8 @@ class Mmperf:
             profile=self.profile,
             roofline=self.roofline,
         )
+
+
+def _latency_metric(samples: Mapping[str, Sequence[float]]) -> str:
+    """``latency_instructions`` under the instruction clock, ``latency_ms`` otherwise."""
+    return "latency_instructions" if samples.get("latency_instructions") else "latency_ms"

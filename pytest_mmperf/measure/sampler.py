@@ -154,15 +154,21 @@ class Sampler:
         acc.result = result
         if self.keep_results:
             acc.results.append(result)
-        acc.samples["latency_ms"].append((t1 - t0) / 1e6)
         whole = self.clock.interval(start, end)
+        if whole.instructions is not None:
+            # instruction clock: counts replace times (wall time under valgrind means nothing)
+            acc.samples["latency_instructions"].append(whole.instructions)
+        else:
+            acc.samples["latency_ms"].append((t1 - t0) / 1e6)
         if whole.device_ms is not None:
             acc.samples["latency_device_ms"].append(whole.device_ms)
             acc.samples["latency_host_ms"].append(whole.host_ms)
         for name, a, b in self.phases.drain():
             iv = self.clock.interval(a, b)
             metric = phase_metric(name)
-            if iv.device_ms is not None:
+            if iv.instructions is not None:
+                acc.samples[metric.removesuffix("_ms") + "_instructions"].append(iv.instructions)
+            elif iv.device_ms is not None:
                 acc.samples[metric].append(iv.device_ms)
                 acc.samples[metric.removesuffix("_ms") + "_host_ms"].append(iv.host_ms)
             else:

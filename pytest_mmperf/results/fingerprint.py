@@ -26,6 +26,12 @@ COMPARABLE_KEYS: tuple[str, ...] = (
     "gpu_memory_bytes",
     "gpu_power_limit_w",
     "mig_mode",
+    # what an instruction count depends on (None under the time clock)
+    "clock",
+    "python",
+    "valgrind_version",
+    "aslr",
+    "python_hash_seed",
 )
 
 
@@ -39,6 +45,8 @@ def fingerprint(env: Mapping[str, Any]) -> str:
         label = f"cuda-{'-'.join(words[:2]) or 'gpu'}"
     else:
         label = f"cpu-{env.get('cpu_count')}c-{env.get('torch_threads')}t"
+    if env.get("clock") == "instructions":
+        label += "-instr"
     return f"{label}-{digest[:10]}"
 
 

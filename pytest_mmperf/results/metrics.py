@@ -38,6 +38,8 @@ _UNITS: tuple[Unit, ...] = (
     Unit("_count", "count", Direction.LOWER, False),
     Unit("_flops", "FLOP", Direction.LOWER, False),
     Unit("_pct", "%", Direction.LOWER, False),
+    # counted by the instruction clock: deterministic, compared by threshold (judge.deterministic)
+    Unit("_instructions", "instructions", Direction.LOWER, False),
     Unit("_ms", "ms", Direction.LOWER, True),
     Unit("_s", "s", Direction.LOWER, True),
 )
