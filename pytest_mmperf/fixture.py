@@ -20,7 +20,7 @@ from pytest_mmperf.measure.sampler import ArmSamples, PhaseLog, RoundPlan, Sampl
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
-from pytest_mmperf.settings import Settings
+from pytest_mmperf.settings import INSTRUCTION_DISCARD, Settings
 
 if TYPE_CHECKING:
     from pytest_mmperf.session import RunSession
@@ -109,6 +109,7 @@ class Mmperf:
             rounds=self.settings.rounds,
             max_rounds=self.settings.max_rounds,
             max_time_s=self.settings.max_time,
+            discard=INSTRUCTION_DISCARD if self.settings.clock == "instructions" else 0,
         )
         return Sampler(self._clock, self._probe_factory(), plan, self._phases, keep_results)
 
