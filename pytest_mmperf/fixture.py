@@ -21,7 +21,7 @@ from pytest_mmperf.measure.sampler import ArmSamples, PhaseLog, RoundPlan, Sampl
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
-from pytest_mmperf.settings import Settings
+from pytest_mmperf.settings import INSTRUCTION_DISCARD, Settings
 
 if TYPE_CHECKING:
     from pytest_mmperf.session import RunSession
@@ -112,6 +112,7 @@ class Mmperf:
             rounds=self.settings.rounds,
             max_rounds=self.settings.max_rounds,
             max_time_s=self.settings.max_time,
+            discard=INSTRUCTION_DISCARD if self.settings.clock == "instructions" else 0,
         )
         return Sampler(self._clock, self._probe_factory(), plan, self._phases, keep_results)
 
@@ -174,8 +175,9 @@ class Mmperf:
         self._take(eager_arm, prefix=EAGER_PREFIX)
         self.round_results = opt_arm.results
         self.eager_round_results = eager_arm.results
-        e = eager_arm.samples["latency_ms"]
-        o = opt_arm.samples["latency_ms"]
+        latency = _latency_metric(opt_arm.samples)
+        e = eager_arm.samples[latency]
+        o = opt_arm.samples[latency]
         r = stats.ratio_of_medians(e, o, self.settings.confidence)
         self._speedup = Speedup(r.ratio, r.ci_low, r.ci_high, r.confidence, len(e), len(o))
 
@@ -185,7 +187,7 @@ class Mmperf:
             return
         from pytest_mmperf.measure.profiling import annotate_phase, profile_call
 
-        rounds = max(len(self._samples.get("latency_ms", [])), 1)
+        rounds = max(len(self._samples.get(_latency_metric(self._samples), [])), 1)
         steps = len(self._samples.get("tpot_ms", [])) // rounds
         self._annotate = annotate_phase
         try:
@@ -289,3 +291,8 @@ class Mmperf:
             profile=self.profile,
             roofline=self.roofline,
         )
+
+
+def _latency_metric(samples: Mapping[str, Sequence[float]]) -> str:
+    """``latency_instructions`` under the instruction clock, ``latency_ms`` otherwise."""
+    return "latency_instructions" if samples.get("latency_instructions") else "latency_ms"

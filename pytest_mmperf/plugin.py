@@ -70,6 +70,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     if not settings.enabled:
         return
+    if settings.clock == "instructions":
+        _run_under_callgrind(config)
     from pytest_mmperf.gpu_pinning import pin
     from pytest_mmperf.session import RunSession
 
@@ -92,6 +94,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             run.open_gate()
         except UsageError as exc:
             raise pytest.UsageError(str(exc)) from None
+
+
+def _run_under_callgrind(config: pytest.Config) -> None:
+    """--mmperf-clock=instructions: re-run this same pytest command under valgrind's callgrind
+    (the user types one command); in the re-run process, do nothing."""
+    from pytest_mmperf.measure.clocks import instructions
+
+    if instructions.under_callgrind():
+        return
+    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        raise pytest.UsageError("--mmperf-clock=instructions runs in one process: drop -n (pytest-xdist)")
+    try:
+        instructions.exec_under_callgrind(
+            config.invocation_params.args, config.invocation_params.dir,
+            Path(str(config.rootpath)) / ".mmperf" / "callgrind",
+        )
+    except (instructions.InstructionClockError, OSError) as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _is_benchmark(item: pytest.Item) -> bool:
@@ -164,7 +184,7 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Mmperf, None, None]:
             request.node.nodeid,
             settings,
             context=run,
-            clock_factory=lambda: make_clock(run.device),
+            clock_factory=lambda: make_clock(run.device, settings.clock),
             probe_factory=lambda: make_probes(run.device),
             device=run.device,
             describe=describe,

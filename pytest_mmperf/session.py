@@ -88,10 +88,13 @@ class RunSession:
 
         from pytest_mmperf.measure import environment
 
-        self.device = resolve_device(self.settings.device, torch.cuda.is_available)
+        if self.settings.clock == "instructions" and self.settings.device == "cuda":
+            raise UsageError("--mmperf-clock=instructions counts CPU instructions: use --mmperf-device=cpu or auto")
+        requested = "cpu" if self.settings.clock == "instructions" else self.settings.device
+        self.device = resolve_device(requested, torch.cuda.is_available)
         if self.device == "cpu" and self.settings.threads > 0:
             torch.set_num_threads(self.settings.threads)
-        self.environment = environment.collect(self.device)
+        self.environment = environment.collect(self.device, clock=self.settings.clock)
         self.commit, self.branch = environment.git_commit(self.rootdir)
 
     def open_gate(self) -> None:

@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
+CLOCKS = ("time", "instructions")
+INSTRUCTION_ROUNDS = 3  # default rounds (and max rounds) under --mmperf-clock=instructions
+# Under the instruction clock, rounds thrown away after the warm-up: the first measured rounds
+# counted up to 1% more while Python specialized the harness's own phase-mark code.
+INSTRUCTION_DISCARD = 3
 SCALES = ("tiny", "small", "paper", "paper-34b")
 DEFAULT_HISTORY = "sqlite:///.mmperf/history.db"
 
@@ -211,6 +216,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("confirm_reruns", "--mmperf-confirm",
                "rerun a benchmark flagged as regressed this many times and fail only if it stays regressed",
                _non_negative_int, 0, metavar="N", marker=True),
+    OptionSpec("clock", "--mmperf-clock",
+               "what a round measures: time (wall/device time) or instructions (instructions executed, "
+               "counted by valgrind's callgrind; pytest re-runs itself under valgrind; metrics *_instructions)",
+               _choice(*CLOCKS), "time", metavar="time|instructions"),
     OptionSpec("profile", "--mmperf-profile",
                "characterize each benchmark: time share per operator class (torch.profiler)",
                _bool, False, is_flag=True),
@@ -249,6 +258,7 @@ class Settings:
     gate_absolute_timings: bool = True
     drift_allowance: float = 0.20
     confirm_reruns: int = 0
+    clock: str = "time"
     profile: bool = False
     bandwidth_gbps: float | None = None
     shard: tuple[int, int] | None = None
@@ -303,6 +313,7 @@ def resolve(
     key -> raw string or None, ``env`` defaults to ``os.environ``."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    defaulted: set[str] = set()
     for spec in OPTIONS:
         raw_cli = cli.get(spec.dest)
         if spec.is_flag and raw_cli is False:
@@ -315,6 +326,13 @@ def resolve(
             values[spec.dest] = _parse(spec, ini[spec.ini], "ini")
         else:
             values[spec.dest] = spec.default
+            defaulted.add(spec.dest)
+    if values["clock"] == "instructions":
+        # counts repeat to ~0.01%: a few rounds decide, and each one runs ~50x slower under callgrind
+        if "rounds" in defaulted:
+            values["rounds"] = INSTRUCTION_ROUNDS
+        if "max_rounds" in defaulted:
+            values["max_rounds"] = max(INSTRUCTION_ROUNDS, values["rounds"])
     settings = Settings(**values)
     _check(settings, "options")
     return settings

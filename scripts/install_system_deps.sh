@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the project's tests use: PostgreSQL (history store tests against a real
-# server) and Chromium (the HTML report rendered in a real headless browser). Idempotent; needs
+# server), Chromium (the HTML report rendered in a real headless browser) and valgrind with its
+# headers (the instruction clock, --mmperf-clock=instructions). Idempotent; needs
 # root. Skips what is already installed, so a warm machine pays nothing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
+{ command -v valgrind >/dev/null 2>&1 && [ -f /usr/include/valgrind/callgrind.h ]; } || need+=(valgrind)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

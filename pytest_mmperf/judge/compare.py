@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from pytest_mmperf.judge import deterministic
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_LATENCY, SPEEDUP, Direction, MetricNameError, unit_of
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, RunDocument, Speedup
@@ -66,6 +67,7 @@ class Category(str, enum.Enum):
 TIMING = "timing"  # absolute timing, vs another session: threshold widened by the drift allowance
 IN_RUN = "in-run ratio"  # a ratio measured inside one run (speedup): drift cancels
 EXACT = "threshold"  # bytes, counts: the threshold on medians alone
+COUNT = "deterministic"  # instruction counts: a noise check, then the threshold
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,19 @@ def _compare_speedup_summaries(
                             None, threshold, reason)
 
 
+def compare_counts(
+    benchmark: str, metric: str, baseline: MetricRecord, current: MetricRecord, policy: Policy
+) -> MetricComparison:
+    """Instruction counts: deterministic, so a threshold decides after a noise check
+    (:mod:`pytest_mmperf.judge.deterministic`)."""
+    threshold = float(policy.thresholds.get(metric, deterministic.DEFAULT_THRESHOLD))
+    v = deterministic.judge_counts(baseline.per_round(), current.per_round(),
+                                   lower_is_better=current.direction is Direction.LOWER, threshold=threshold)
+    return MetricComparison(benchmark, metric, COUNT, Category(v.category), current.direction.value,
+                            current.unit, v.baseline, v.current, v.change, v.low, v.high, policy.confidence,
+                            None, threshold, v.reason, baseline.gated and current.gated)
+
+
 def _is_timing(name: str) -> bool:
     try:
         return unit_of(name).timing
@@ -340,7 +355,9 @@ def compare_benchmarks(
                 notes.append(f"{name} only in the {side}")
             continue
         gated = b.gated and c.gated
-        if _is_timing(name):
+        if deterministic.is_count(name):
+            out.append(compare_counts(cur.id, name, b, c, policy))
+        elif _is_timing(name):
             gated = gated and policy.gate_absolute
             out.append(compare_samples(cur.id, name, b.samples, c.samples, c.direction, policy,
                                        kind=TIMING, unit=c.unit, gated=gated))

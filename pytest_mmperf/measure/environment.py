@@ -94,7 +94,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def collect(device: str) -> dict[str, Any]:
+def collect(device: str, clock: str = "time") -> dict[str, Any]:
     """Everything known about this machine and software stack; imports torch."""
     import torch
 
@@ -127,6 +127,7 @@ def collect(device: str) -> dict[str, Any]:
                 env[f"host_{key}"] = env.pop(key)
         if "gpu_name" in env:
             env["host_gpu_name"] = env.pop("gpu_name")
+    env.update(clock_facts(clock))
     env["fingerprint"] = fingerprint(env)
     return env
 
@@ -155,3 +156,16 @@ def git_commit(cwd: Path) -> tuple[str | None, str | None]:
     if not branch:
         branch = git("rev-parse", "--abbrev-ref", "HEAD")
     return sha, branch
+
+
+def clock_facts(clock: str) -> dict[str, Any]:
+    """What a measurement's numbers depend on besides the machine: the clock and, for instruction
+    counts, the counting tool's version, address randomization and the hash seed."""
+    facts: dict[str, Any] = {"clock": clock}
+    if clock == "instructions":
+        from pytest_mmperf.measure.clocks.instructions import valgrind_version
+
+        facts["valgrind_version"] = valgrind_version()
+        facts["aslr"] = os.environ.get("MMPERF_ASLR", "on")
+        facts["python_hash_seed"] = os.environ.get("PYTHONHASHSEED")
+    return facts

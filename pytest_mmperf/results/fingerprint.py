@@ -29,6 +29,12 @@ COMPARABLE_KEYS: tuple[str, ...] = (
     # Persistence mode off lets the driver unload between processes: each run then pays
     # initialization and may start at other clocks. Added after the first stored fingerprints.
     "gpu_persistence_mode",
+    # what an instruction count depends on (None under the time clock)
+    "clock",
+    "python",
+    "valgrind_version",
+    "aslr",
+    "python_hash_seed",
 )
 # Keys added to COMPARABLE_KEYS after fingerprints were first stored: hashed only when set, so
 # the fingerprints of environments without them (every CPU run) stay what they were.
@@ -47,6 +53,8 @@ def fingerprint(env: Mapping[str, Any]) -> str:
         label = f"cuda-{'-'.join(words[:2]) or 'gpu'}"
     else:
         label = f"cpu-{env.get('cpu_count')}c-{env.get('torch_threads')}t"
+    if env.get("clock") == "instructions":
+        label += "-instr"
     return f"{label}-{digest[:10]}"
 
 

@@ -40,6 +40,8 @@ _UNITS: tuple[Unit, ...] = (
     Unit("_pct", "%", Direction.LOWER, False),
     Unit("_mhz", "MHz", Direction.HIGHER, False),  # clocks (recorded ungated: device state)
     Unit("_celsius", "degC", Direction.LOWER, False),
+    # counted by the instruction clock: deterministic, compared by threshold (judge.deterministic)
+    Unit("_instructions", "instructions", Direction.LOWER, False),
     Unit("_ms", "ms", Direction.LOWER, True),
     Unit("_s", "s", Direction.LOWER, True),
 )

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 class Interval:
     host_ms: float  # host time between the two marks (dispatch time on a GPU)
     device_ms: float | None  # device time between the two marks; None on CPU
+    instructions: float | None = None  # instructions executed between the marks (instruction clock)
 
 
 class Clock(Protocol):
@@ -38,8 +39,13 @@ class Clock(Protocol):
         ...
 
 
-def make_clock(device: str) -> Clock:
-    """The one factory: a CUDA-event clock for ``cuda``, the host clock otherwise."""
+def make_clock(device: str, kind: str = "time") -> Clock:
+    """The one factory: instruction counts (callgrind) for ``kind="instructions"``, else a
+    CUDA-event clock for ``cuda`` and the host clock otherwise."""
+    if kind == "instructions":
+        from pytest_mmperf.measure.clocks.instructions import CallgrindClock
+
+        return CallgrindClock.from_environment()
     if device == "cuda":
         from pytest_mmperf.measure.clocks.cuda import CudaEventClock
 

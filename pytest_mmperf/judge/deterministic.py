@@ -1,0 +1,88 @@
+"""How instruction counts are judged: a threshold decides, after a noise check.
+
+Counts from the instruction clock (``*_instructions``) are deterministic for a given program,
+input and environment fingerprint: the same benchmark in two processes gives the same count per
+round to within a few hundredths of a percent (docs/instructions.md has the measured figures).
+A statistical test has nothing to do there; what can go wrong is a benchmark that is not
+deterministic after all (a data-dependent path, a cache filled in one round and not the next).
+So:
+
+* each side needs at least ``MIN_ROUNDS`` rounds, compared by their per-round values;
+* **noise check**: the rounds of each side must agree within ``tolerance`` (their spread,
+  (max - min) / median); a side that does not is *inconclusive*, never a pass or a fail;
+* otherwise the change of the medians decides against ``threshold`` (default 1%): beyond it in
+  the bad direction is a regression, in the good direction an improvement.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SUFFIX = "_instructions"
+DEFAULT_THRESHOLD = 0.01
+# Rounds of one process agree to ~0.05% after warm-up (docs/instructions.md); 0.5% leaves room
+# for allocator effects and still sits well below the 1% threshold.
+TOLERANCE = 0.005
+MIN_ROUNDS = 2
+
+
+def is_count(name: str) -> bool:
+    return name.endswith(SUFFIX)
+
+
+def spread(values: Sequence[float]) -> float:
+    """(max - min) / median: how far the rounds of one side disagree."""
+    med = statistics.median(values)
+    return (max(values) - min(values)) / med if med > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class CountVerdict:
+    category: str  # "regressed" | "improved" | "unchanged" | "inconclusive"
+    baseline: float  # median of the baseline's rounds
+    current: float
+    change: float  # current / baseline - 1
+    low: float | None  # the change between the most favourable and least favourable rounds
+    high: float | None
+    reason: str = ""
+
+
+def judge_counts(
+    baseline: Sequence[float],
+    current: Sequence[float],
+    *,
+    lower_is_better: bool = True,
+    threshold: float = DEFAULT_THRESHOLD,
+    tolerance: float = TOLERANCE,
+) -> CountVerdict:
+    """Judge per-round counts of one metric; never raises on any non-empty finite input."""
+    if len(baseline) < MIN_ROUNDS or len(current) < MIN_ROUNDS:
+        b_med = statistics.median(baseline) if baseline else math.nan
+        c_med = statistics.median(current) if current else math.nan
+        return CountVerdict("inconclusive", b_med, c_med, math.nan, None, None,
+                            f"the noise check needs {MIN_ROUNDS} rounds a side "
+                            f"({len(baseline)} in the baseline, {len(current)} now)")
+    b_med, c_med = statistics.median(baseline), statistics.median(current)
+    if not b_med > 0 or min(baseline) <= 0:
+        return CountVerdict("inconclusive", b_med, c_med, math.nan, None, None,
+                            "a baseline count of zero; a relative change is undefined")
+    change = c_med / b_med - 1
+    low, high = min(current) / max(baseline) - 1, max(current) / min(baseline) - 1
+
+    def verdict(category: str, reason: str = "") -> CountVerdict:
+        return CountVerdict(category, b_med, c_med, change, low, high, reason)
+
+    for side, values in (("baseline", baseline), ("current run", current)):
+        s = spread(values)
+        if s > tolerance:
+            return verdict("inconclusive", f"the {side}'s rounds disagree by {s:.2%} "
+                                           f"(tolerance {tolerance:.2%}): not deterministic here")
+    worse = change if lower_is_better else -change
+    if worse > threshold:
+        return verdict("regressed")
+    if -worse > threshold:
+        return verdict("improved")
+    return verdict("unchanged")

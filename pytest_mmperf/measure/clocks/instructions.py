@@ -1,0 +1,283 @@
+"""The instruction clock: instructions executed, counted by valgrind's callgrind (``--mmperf-clock=instructions``).
+
+Wall time on a shared CPU moves 20-40% between processes with nothing changed; the number of
+instructions a deterministic program executes does not. Under callgrind, with address-space
+randomization off (``setarch -R``), a fixed ``PYTHONHASHSEED`` and one intra-op thread, the count
+of a measured region repeats to within a few hundredths of a percent (docs/instructions.md).
+
+How a region is counted:
+
+* the process runs under ``valgrind --tool=callgrind --instr-atstart=no``: nothing is counted
+  until :meth:`CallgrindClock.mark` switches instrumentation on (import and model build run at
+  valgrind's uninstrumented speed);
+* every mark is a callgrind *dump* (``CALLGRIND_DUMP_STATS_AT``): callgrind writes the counts of
+  the segment since the previous dump to ``<out>.<part>`` and starts the next segment at zero;
+* the count between two marks ``a`` and ``b`` is the sum of the ``totals:`` of parts
+  ``a+1 .. b``: the work between them, on all threads;
+* :meth:`synchronize` (called by the sampler before and after each round) switches
+  instrumentation off, so bookkeeping between rounds is not slowed down by instrumentation.
+
+Client requests (start/stop instrumentation, dump) are machine-code sequences that only C can
+emit. pytest-codspeed's compiled hooks expose start/stop but not dump, which per-round and
+per-phase counts need, so a five-function C shim is compiled on first use from valgrind's own
+``callgrind.h`` (the header ships with Debian's ``valgrind`` package) and loaded with ctypes.
+Outside valgrind the requests are no-ops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from pytest_mmperf.measure.clocks import Interval
+
+OUT_ENV = "MMPERF_CALLGRIND_OUT"  # set by the re-exec: the callgrind output prefix of this process
+SHIM_ENV = "MMPERF_CALLGRIND_SHIM"  # the compiled shim, so the child does not compile again
+HASH_SEED = "0"
+
+SHIM_SOURCE = """\
+#include <valgrind/callgrind.h>
+int mmperf_running_on_valgrind(void) { return (int)RUNNING_ON_VALGRIND; }
+void mmperf_start(void) { CALLGRIND_START_INSTRUMENTATION; }
+void mmperf_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; }
+void mmperf_dump(const char *label) { CALLGRIND_DUMP_STATS_AT(label); }
+"""
+
+
+class InstructionClockError(RuntimeError):
+    """The instruction clock cannot run here; the message is one line with the fix."""
+
+
+class Requests(Protocol):
+    """Callgrind's client requests (the compiled shim, or a fake in tests)."""
+
+    def running_on_valgrind(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def dump(self, label: str) -> None: ...
+
+
+class ShimRequests:
+    """The client requests through the compiled shim."""
+
+    def __init__(self, path: Path) -> None:
+        self._lib = ctypes.CDLL(str(path))
+        self._lib.mmperf_dump.argtypes = [ctypes.c_char_p]
+
+    def running_on_valgrind(self) -> bool:
+        return bool(self._lib.mmperf_running_on_valgrind())
+
+    def start(self) -> None:
+        self._lib.mmperf_start()
+
+    def stop(self) -> None:
+        self._lib.mmperf_stop()
+
+    def dump(self, label: str) -> None:
+        self._lib.mmperf_dump(label.encode("ascii", "replace"))
+
+
+def build_shim(cache_dir: Path, compiler: str | None = None) -> Path:
+    """Compile the shim once per source and compiler into ``cache_dir``; returns the .so path."""
+    cc = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise InstructionClockError("--mmperf-clock=instructions needs a C compiler (apt-get install gcc)")
+    if not Path("/usr/include/valgrind/callgrind.h").exists() and not _header_elsewhere(cc):
+        raise InstructionClockError(
+            "--mmperf-clock=instructions needs valgrind and its headers (apt-get install valgrind)"
+        )
+    digest = hashlib.sha256((SHIM_SOURCE + cc).encode()).hexdigest()[:12]
+    target = cache_dir / f"mmperf-callgrind-{digest}.so"
+    if target.exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    source = cache_dir / f"mmperf-callgrind-{digest}.c"
+    source.write_text(SHIM_SOURCE)
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    out = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(partial), str(source)],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        first = (out.stderr.strip().splitlines() or ["failed"])[0]
+        raise InstructionClockError(f"compiling the callgrind shim failed: {first}")
+    os.replace(partial, target)  # atomic: a concurrent build never sees half a library
+    return target
+
+
+def _header_elsewhere(cc: str) -> bool:
+    probe = subprocess.run([cc, "-E", "-x", "c", "-"], input="#include <valgrind/callgrind.h>\n",
+                           capture_output=True, text=True, timeout=60)
+    return probe.returncode == 0
+
+
+def valgrind_version(which: Callable[[str], str | None] = shutil.which) -> str | None:
+    exe = which("valgrind")
+    if not exe:
+        return None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() or None
+
+
+# -- re-executing pytest under callgrind ------------------------------------------------------------
+def under_callgrind(env: Mapping[str, str] | None = None) -> bool:
+    """Is this process the re-executed one (started by :func:`reexec_command`)?"""
+    return bool((os.environ if env is None else env).get(OUT_ENV))
+
+
+def reexec_command(
+    args: Sequence[str],
+    out_dir: Path,
+    shim: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    python: str = sys.executable,
+    which: Callable[[str], str | None] = shutil.which,
+    machine: str | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run the same pytest invocation under callgrind.
+
+    Address randomization off (``setarch -R``), a fixed hash seed and one thread in every math
+    library make the counts repeat; ``--instr-atstart=no`` keeps start-up (the torch import alone
+    takes minutes instrumented) out of the counts and fast.
+    """
+    valgrind = which("valgrind")
+    if not valgrind:
+        raise InstructionClockError(
+            "--mmperf-clock=instructions needs valgrind (apt-get install valgrind, or scripts/install_system_deps.sh)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    new_env = dict(os.environ if env is None else env)
+    new_env.update({
+        OUT_ENV: str(out_dir / "callgrind.out"),
+        SHIM_ENV: str(shim),
+        "PYTHONHASHSEED": HASH_SEED,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    })
+    cmd: list[str] = []
+    setarch = which("setarch")
+    if setarch:
+        cmd += [setarch, machine or platform.machine(), "-R"]
+        new_env["MMPERF_ASLR"] = "off"
+    else:
+        new_env["MMPERF_ASLR"] = "on"
+    cmd += [
+        valgrind, "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
+        "--compress-strings=yes", "--compress-pos=yes", "--trace-children=no", "--quiet",
+        # %p: each process (xdist is refused) writes <out>.<pid>.<part>
+        f"--callgrind-out-file={out_dir / 'callgrind.out'}.%p",
+        python, "-m", "pytest", *args,
+    ]
+    return cmd, new_env
+
+
+_PROCESS_CLOCK: CallgrindClock | None = None
+
+
+def exec_under_callgrind(args: Sequence[str], cwd: Path, work_dir: Path) -> None:
+    """Replace this process by the same pytest invocation under callgrind; never returns."""
+    shim = build_shim(work_dir)
+    cmd, env = reexec_command(args, work_dir / f"run-{os.getpid()}", shim)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(cwd)
+    os.execve(cmd[0], cmd, env)
+
+
+# -- the clock ----------------------------------------------------------------------------------------
+def read_totals(path: Path) -> float:
+    """The ``totals:`` (or ``summary:``) line of one callgrind dump: instructions in that segment."""
+    summary: float | None = None
+    with path.open("r", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return float(line.split()[1])
+            if line.startswith("summary:"):
+                summary = float(line.split()[1])
+    if summary is None:
+        raise InstructionClockError(f"{path}: no totals in this callgrind dump")
+    return summary
+
+
+class CallgrindClock:
+    """A :class:`~pytest_mmperf.measure.clocks.Clock` whose intervals are instruction counts."""
+
+    device = "cpu"
+    metric_suffix = "_instructions"
+
+    def __init__(self, requests: Requests, out_prefix: str, counter_ns: Callable[[], int] | None = None) -> None:
+        import time
+
+        self._req = requests
+        self._prefix = out_prefix  # "<dir>/callgrind.out.<pid>": parts are "<prefix>.<n>"
+        self._counter_ns = counter_ns or time.perf_counter_ns
+        self._part = 0  # dumps so far in this process
+        self._on = False
+        self._totals: dict[int, float] = {}
+        self._clean_upto = 0  # parts up to here are deleted and forgotten
+
+    @classmethod
+    def from_environment(cls) -> CallgrindClock:
+        """This process's clock: one per process, since callgrind numbers its dumps per process."""
+        global _PROCESS_CLOCK
+        if _PROCESS_CLOCK is None:
+            _PROCESS_CLOCK = cls._open()
+        return _PROCESS_CLOCK
+
+    @classmethod
+    def _open(cls) -> CallgrindClock:
+        out, shim = os.environ.get(OUT_ENV), os.environ.get(SHIM_ENV)
+        if not out or not shim:
+            raise InstructionClockError("--mmperf-clock=instructions: this process was not started under callgrind")
+        requests = ShimRequests(Path(shim))
+        if not requests.running_on_valgrind():
+            raise InstructionClockError("--mmperf-clock=instructions: not running under valgrind")
+        return cls(requests, f"{out}.{os.getpid()}")
+
+    def mark(self) -> int:
+        if not self._on:
+            # a new round: the previous round's intervals are resolved, its parts are not needed
+            self._forget_upto(self._part)
+            self._req.start()
+            self._on = True
+        self._req.dump("mmperf")
+        self._part += 1
+        return self._part
+
+    def synchronize(self) -> None:
+        if self._on:
+            self._req.stop()
+            self._on = False
+
+    def now_ns(self) -> int:
+        return self._counter_ns()
+
+    def _segment(self, part: int) -> float:
+        if part not in self._totals:
+            path = Path(f"{self._prefix}.{part}")
+            if not path.exists():
+                raise InstructionClockError(f"{path}: callgrind wrote no dump for this mark")
+            self._totals[part] = read_totals(path)
+            path.unlink()  # a dump is ~100 kB; thousands of decode steps would fill a disk
+        return self._totals[part]
+
+    def interval(self, start: int, end: int) -> Interval:
+        count = sum(self._segment(p) for p in range(start + 1, end + 1))
+        return Interval(host_ms=0.0, device_ms=None, instructions=count)
+
+    def _forget_upto(self, part: int) -> None:
+        for p in range(self._clean_upto + 1, part + 1):
+            self._totals.pop(p, None)
+            Path(f"{self._prefix}.{p}").unlink(missing_ok=True)
+        self._clean_upto = max(self._clean_upto, part)

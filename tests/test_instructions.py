@@ -1,0 +1,215 @@
+"""The instruction clock (callgrind) and how its counts are judged, without valgrind where possible."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_mmperf.judge import compare, deterministic
+from pytest_mmperf.measure.clocks import instructions
+from pytest_mmperf.measure.clocks.instructions import CallgrindClock, read_totals, reexec_command
+from pytest_mmperf.measure.sampler import PhaseLog, RoundPlan, Sampler
+from pytest_mmperf.results.fingerprint import fingerprint
+from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord
+from pytest_mmperf.settings import INSTRUCTION_ROUNDS, resolve
+
+
+class FakeCallgrind:
+    """Writes a dump file per DUMP request, as callgrind does, with a count the test controls."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix
+        self.part = 0
+        self.pending = 0.0  # instructions "executed" since the last dump
+        self.on = False
+        self.log: list[str] = []
+
+    def running_on_valgrind(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        self.on = True
+        self.log.append("start")
+
+    def stop(self) -> None:
+        self.on = False
+        self.log.append("stop")
+
+    def execute(self, n: float) -> None:
+        if self.on:
+            self.pending += n
+
+    def dump(self, label: str) -> None:
+        self.part += 1
+        Path(f"{self.prefix}.{self.part}").write_text(
+            f"version: 1\ncmd: python\npart: {self.part}\nsummary: {self.pending:.0f}\ntotals: {self.pending:.0f}\n"
+        )
+        self.pending = 0.0
+        self.log.append("dump")
+
+
+def test_intervals_are_the_counts_between_marks_and_dumps_are_cleaned_up(tmp_path: Path) -> None:
+    fake = FakeCallgrind(tmp_path / "callgrind.out.1")
+    clock = CallgrindClock(fake, str(tmp_path / "callgrind.out.1"))
+    fake.execute(999)  # before the round: not counted (instrumentation off)
+    a = clock.mark()
+    fake.execute(100)
+    b = clock.mark()
+    fake.execute(50)
+    c = clock.mark()
+    clock.synchronize()
+    fake.execute(7)  # between rounds: instrumentation off
+    assert clock.interval(a, b).instructions == 100
+    assert clock.interval(b, c).instructions == 50
+    assert clock.interval(a, c).instructions == 150
+    assert fake.log == ["start", "dump", "dump", "dump", "stop"]
+    clock.mark()  # the next round starts: every earlier dump file is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["callgrind.out.1.4"]
+
+
+def test_sampler_records_counts_per_round_and_phase(tmp_path: Path) -> None:
+    fake = FakeCallgrind(tmp_path / "out")
+    clock = CallgrindClock(fake, str(tmp_path / "out"))
+    phases = PhaseLog(clock)
+
+    def work() -> None:
+        with phases.phase("prefill"):
+            fake.execute(1000)
+        for _ in range(3):
+            with phases.phase("decode_step"):
+                fake.execute(200)
+
+    (arm,) = Sampler(clock, [], RoundPlan(warmup=1, rounds=3, max_rounds=3), phases).run([work])
+    assert arm.samples["latency_instructions"] == [1600, 1600, 1600]
+    assert arm.samples["prefill_instructions"] == [1000] * 3
+    assert arm.samples["decode_step_instructions"] == [200] * 9
+    assert "latency_ms" not in arm.samples  # wall time under valgrind means nothing
+
+
+def test_read_totals_refuses_a_dump_without_totals(tmp_path: Path) -> None:
+    bad = tmp_path / "d"
+    bad.write_text("version: 1\n")
+    with pytest.raises(instructions.InstructionClockError, match="no totals"):
+        read_totals(bad)
+
+
+def test_reexec_command_pins_what_counts_depend_on(tmp_path: Path) -> None:
+    tools = {"valgrind": "/usr/bin/valgrind", "setarch": "/usr/bin/setarch"}
+    cmd, env = reexec_command(["suites", "-k", "llm", "--mmperf-clock=instructions"], tmp_path / "o",
+                              tmp_path / "shim.so", {"PATH": "/bin"}, python="/py", which=tools.get,
+                              machine="x86_64")
+    assert cmd[:3] == ["/usr/bin/setarch", "x86_64", "-R"]
+    assert "--tool=callgrind" in cmd and "--instr-atstart=no" in cmd
+    assert cmd[-7:] == ["/py", "-m", "pytest", "suites", "-k", "llm", "--mmperf-clock=instructions"]
+    assert env["PYTHONHASHSEED"] == "0" and env["OMP_NUM_THREADS"] == "1" and env["MMPERF_ASLR"] == "off"
+    assert instructions.under_callgrind(env)
+
+
+def test_reexec_without_valgrind_is_one_line_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(instructions.InstructionClockError, match="apt-get install valgrind"):
+        reexec_command([], tmp_path, tmp_path / "shim.so", {}, which=lambda name: None)
+
+
+def test_instruction_clock_defaults_to_few_rounds_unless_asked() -> None:
+    s = resolve({"clock": "instructions"}, {}, env={})
+    assert (s.rounds, s.max_rounds) == (INSTRUCTION_ROUNDS, INSTRUCTION_ROUNDS)
+    s = resolve({"clock": "instructions", "rounds": "5"}, {}, env={})
+    assert (s.rounds, s.max_rounds) == (5, 5)
+    assert resolve({}, {}, env={}).clock == "time"
+
+
+def test_fingerprint_separates_clocks() -> None:
+    env = {"device": "cpu", "cpu_count": 2, "torch_threads": 1, "clock": "time"}
+    instr = env | {"clock": "instructions", "valgrind_version": "valgrind-3.19.0", "aslr": "off"}
+    assert fingerprint(instr).startswith("cpu-2c-1t-instr-")
+    assert fingerprint(env) != fingerprint(instr)
+
+
+# -- judging ------------------------------------------------------------------------------------------
+def _rec(counts: list[float], name: str = "latency_instructions") -> BenchmarkRecord:
+    return BenchmarkRecord(id="t::b", workload="llm", task="t2t", optimizations=(), scale="tiny", device="cpu",
+                           batch_size=1, metrics={name: MetricRecord.from_samples(name, counts)})
+
+
+@pytest.mark.parametrize(("current", "category"), [
+    ([1_005_000.0, 1_005_100.0], "unchanged"),
+    ([1_012_000.0, 1_012_100.0], "regressed"),
+    ([980_000.0, 980_010.0], "improved"),
+    ([1_000_000.0, 1_020_000.0], "inconclusive"),
+])
+def test_counts_threshold_after_a_noise_check(current: list[float], category: str) -> None:
+    base = _rec([1_000_000.0, 1_000_100.0])
+    comp = compare.compare_benchmarks(base, _rec(current), compare.Policy())
+    (m,) = comp.metrics
+    assert (m.kind, m.category.value) == ("deterministic", category)
+    if category == "inconclusive":
+        assert "disagree" in m.reason
+
+
+counts = st.lists(st.floats(min_value=0.0, max_value=1e12, allow_nan=False), min_size=0, max_size=12)
+
+
+@given(counts, counts, st.booleans())
+def test_judge_counts_never_raises(baseline: list[float], current: list[float], lower: bool) -> None:
+    v = deterministic.judge_counts(baseline, current, lower_is_better=lower)
+    assert v.category in ("regressed", "improved", "unchanged", "inconclusive")
+    if v.category != "inconclusive":
+        assert v.reason == ""
+
+
+# -- for real, under valgrind ---------------------------------------------------------------------------
+BENCH = """
+import torch
+
+def test_chain(mmperf):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(4)])
+    x = torch.randn(2, 64)
+    extra = int(__import__("os").environ.get("EXTRA_LAYERS", "0"))
+    more = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(extra)])
+
+    def run():
+        with torch.inference_mode():
+            for _ in range(4):
+                with mmperf.phase("decode_step"):
+                    more(net(x))
+
+    mmperf(run)
+"""
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_one_command_counts_repeat_and_a_planted_layer_is_caught(tmp_path: Path) -> None:
+    """`pytest --mmperf --mmperf-clock=instructions` re-runs itself under callgrind; two runs give
+    the same counts, and one more Linear per step fails the comparison."""
+    (tmp_path / "test_chain.py").write_text(BENCH)
+
+    def run(*extra: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        import os
+
+        env = dict(os.environ) | (env_extra or {})
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "test_chain.py", "-q", "-p", "no:cacheprovider", "--mmperf",
+             "--mmperf-clock=instructions", "--mmperf-history=off", "--mmperf-warmup=3",
+             f"--mmperf-baseline-dir={tmp_path / 'b'}", *extra],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        )
+
+    first = run("--mmperf-json=a.json", "--mmperf-save-baseline")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    again = run("--mmperf-json=b.json", "--mmperf-compare")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    a, b = (json.loads((tmp_path / f).read_text())["benchmarks"][0]["metrics"] for f in ("a.json", "b.json"))
+    la, lb = a["latency_instructions"]["median"], b["latency_instructions"]["median"]
+    assert abs(lb / la - 1) < 0.001
+    assert "latency_ms" not in a
+    planted = run("--mmperf-json=c.json", "--mmperf-compare", env_extra={"EXTRA_LAYERS": "1"})
+    assert planted.returncode == 1, planted.stdout[-2000:]
+    assert "latency_instructions" in planted.stdout and "regressed" in planted.stdout
