@@ -15,7 +15,7 @@ Health metrics (measured in ``apply``, which therefore costs two runs of the wor
 * ``compiled_steps_count``: how many functions the runner offered (``step_names``). A runner
   offers only what has fixed shapes: speech offers its decoder step only over the static cache
   (its dynamic beam-search cache grows every step: 134 s of recompiles at tiny scale, no
-  speedup), and its HiFi-GAN whenever the task speaks.
+  speedup), and its HiFi-GAN on speaking tasks once ``remove_weight_norm`` folded it.
 """
 
 from __future__ import annotations
