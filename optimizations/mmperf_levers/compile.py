@@ -11,7 +11,11 @@ Health metrics (measured in ``apply``, which therefore costs two runs of the wor
 * ``compile_ms``: the first run after compiling minus a second, warm run (real time spent
   compiling every compiled step; the second run doubles as warm-up);
 * ``graph_breaks_count``: graph breaks dynamo reported while compiling;
-* ``recompiles_count``: compiled entries beyond one per compiled step.
+* ``recompiles_count``: compiled entries beyond one per compiled step;
+* ``compiled_steps_count``: how many functions the runner offered (``step_names``). A runner
+  offers only what has fixed shapes: speech offers its decoder step only over the static cache
+  (its dynamic beam-search cache grows every step: 134 s of recompiles at tiny scale, no
+  speedup), and its HiFi-GAN on speaking tasks once ``remove_weight_norm`` folded it.
 """
 
 from __future__ import annotations
@@ -74,16 +78,6 @@ def timed_run_ms(runner: Runner) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-# Workloads whose step changes shape every call: compiling them only recompiles (measured on
-# the speech beam search at tiny scale: 134 s of compiling, 7 recompiles, no speedup). The
-# paper's Seamless port first made the decoder static (KV writes indexed by a device tensor,
-# fixed-length masked attention); that is the work this lever waits for.
-NEEDS_STATIC_SHAPES = {
-    "speech": "the speech decoder's KV cache grows every beam-search step (no static cache yet), "
-    "so compile recompiles per step instead of speeding it up",
-}
-
-
 @dataclass(frozen=True)
 class CompileLever:
     name: str = "compile"
@@ -94,8 +88,6 @@ class CompileLever:
     def unsupported(self, workload: str, task: str, device: str) -> str | None:
         if self.needs_cuda and not device.startswith("cuda"):
             return f"{self.name} captures CUDA graphs; device is {device!r}"
-        if workload in NEEDS_STATIC_SHAPES:
-            return NEEDS_STATIC_SHAPES[workload]
         return None
 
     def configure(self, options: BuildOptions) -> BuildOptions:
@@ -116,6 +108,7 @@ class CompileLever:
             warm_ms = timed_run_ms(runner)
         recompiles = sum(max(0, compiled_entries(fn) - 1) for fn in originals.values())
         return {
+            "compiled_steps_count": float(len(originals)),
             "compile_ms": max(0.0, first_ms - warm_ms),
             "graph_breaks_count": float(graph_breaks_so_far() - breaks_before),
             "recompiles_count": float(recompiles),

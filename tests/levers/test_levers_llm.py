@@ -39,7 +39,6 @@ def test_stack_composes_in_the_paper_order() -> None:
 
 def test_unsupported_combinations_give_reasons() -> None:
     assert registry.by_name("cuda_graphs").unsupported("llm", "t2t", "cpu")
-    assert registry.by_name("static_cache").unsupported("speech", "s2st", "cpu")
     assert registry.by_name("static_cache").unsupported("recommender", "rank", "cpu")
     assert registry.by_name("sdpa").unsupported("recommender", "rank", "cpu")
     assert registry.by_name("layerskip").unsupported("text_image", "t2i", "cpu")

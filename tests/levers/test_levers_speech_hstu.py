@@ -77,3 +77,31 @@ def test_hstu_fused_attention_keeps_the_ranking() -> None:
     out = runner.run(NullPhases())  # type: ignore[attr-defined]
     assert out.ranking == base.ranking
     torch.testing.assert_close(out.scores, base.scores, rtol=1e-4, atol=1e-5)
+
+
+def test_static_cache_and_compile_apply_to_speech() -> None:
+    for task in speech.TASKS:
+        for name in ("static_cache", "compile"):
+            assert registry.by_name(name).unsupported("speech", task, "cpu") is None
+    assert registry.by_name("cuda_graphs").unsupported("speech", "s2st", "cpu")
+
+
+@pytest.mark.parametrize("task", ["t2st"])
+def test_static_cache_and_compile_keep_beams_and_waveform(task: str) -> None:
+    """fp32 on CPU: the compiled decoder step over the static cache gives eager's beams token for
+    token; the compiled HiFi-GAN (after remove_weight_norm) its waveform within float rounding."""
+    options = BuildOptions(extra=VARIED)
+    base = speech.build(task, options).run(NullPhases())
+    levers = [registry.by_name(n) for n in ("static_cache", "remove_weight_norm", "compile")]
+    for lever in levers:
+        options = lever.configure(options)
+    runner = speech.build(task, options)
+    health: dict[str, float] = {}
+    for lever in levers:
+        health.update(lever.apply(runner))
+    assert health["compiled_steps_count"] == 2.0  # decoder step and HiFi-GAN
+    assert health["recompiles_count"] == 0.0 and health["graph_breaks_count"] == 0.0
+    out = runner.run(NullPhases())
+    assert base.tokens is not None and len(set(base.tokens[0])) > 3
+    assert out.tokens == base.tokens
+    torch.testing.assert_close(out.extra["waveform"], base.extra["waveform"], rtol=1e-4, atol=1e-5)

@@ -117,3 +117,69 @@ def test_unknown_task_and_scale_are_refused() -> None:
         speech.build("asr", BuildOptions())
     with pytest.raises(ValueError, match="scales"):
         speech.build("s2st", BuildOptions(scale="huge"))
+
+
+# -- static KV cache (the paper's Seamless lever 2) ---------------------------------------------
+
+
+@pytest.mark.parametrize(("task", "batch_size"), [("t2st", 1), ("s2tt", 2)])
+def test_static_cache_gives_the_dynamic_cache_beams(task: str, batch_size: int) -> None:
+    dynamic = speech.build(task, BuildOptions(batch_size=batch_size, extra=VARIED))
+    static = speech.build(task, BuildOptions(batch_size=batch_size, extra=VARIED, kv_cache="static"))
+    expected = dynamic.run(NullPhases())
+    first, again = static.run(NullPhases()), static.run(NullPhases())  # the cache is reused
+    assert expected.tokens is not None and len(set(expected.tokens[0])) > 3  # varied beams
+    assert first.tokens == again.tokens == expected.tokens
+    if speech.speaks(task):
+        assert torch.equal(first.extra["waveform"], expected.extra["waveform"])
+
+
+def test_static_cache_keeps_its_storage_and_offers_the_step_to_compile() -> None:
+    runner = speech.build("t2st", BuildOptions(kv_cache="static"))
+    cache = runner.static_cache
+    assert cache is not None
+    addresses = [t.data_ptr() for t in cache.buffers()]
+    runner.run(NullPhases())
+    assert [t.data_ptr() for t in cache.buffers()] == addresses
+    config = runner.config
+    rows, heads = config.beam_size, config.heads
+    head_dim = config.hidden_size // heads
+    assert cache.self_kv.shape == (2, 2, rows, heads, 2 + config.new_tokens - 1, head_dim)
+    assert cache.cross_kv.shape == (2, 2, rows, heads, config.encoder_capacity, head_dim)
+    assert runner.step_names == ("step",)
+    # the dynamic cache grows every step: its decoder is not offered for compiling; the
+    # HiFi-GAN is, once its weight norm is folded
+    assert speech.build("t2tt", BuildOptions()).step_names == ()
+    assert speech.build("s2st", BuildOptions()).step_names == ()
+    folded = BuildOptions(kv_cache="static", remove_weight_norm=True)
+    assert speech.build("s2st", folded).step_names == ("step", "vocoder_net")
+    assert speech.build("s2tt", folded).step_names == ("step",)
+
+
+def test_static_reorder_equals_index_select() -> None:
+    cache = speech.StaticBeamCache(
+        layers=2, rows=10, heads=4, positions=3, frames=6, head_dim=8,
+        dtype=torch.float32, device=torch.device("cpu"),
+    )
+    gen = torch.Generator().manual_seed(0)
+    cache.self_kv.copy_(torch.randn(cache.self_kv.shape, generator=gen))
+    cross = cache.cross_kv.clone()
+    beam_idx = torch.tensor([0, 0, 3, 1, 4, 7, 5, 5, 9, 6])
+    expected = cache.self_kv.index_select(2, beam_idx)
+    storage = cache.self_kv.data_ptr()
+    cache.reorder(beam_idx)
+    assert torch.equal(cache.self_kv, expected)
+    assert cache.self_kv.data_ptr() == storage
+    assert torch.equal(cache.cross_kv, cross)  # equal across one utterance's beams: untouched
+
+
+def test_static_cache_refuses_an_encoder_output_beyond_its_capacity() -> None:
+    runner = speech.build("t2tt", BuildOptions(kv_cache="static"))
+    too_long = torch.zeros(5, runner.config.encoder_capacity + 1, runner.config.hidden_size)
+    with pytest.raises(ValueError, match="encoder_capacity"):
+        runner.prefill(runner.prefix.repeat_interleave(5, dim=0), too_long)
+
+
+def test_unknown_kv_cache_is_refused() -> None:
+    with pytest.raises(ValueError, match="kv_cache"):
+        speech.build("t2tt", BuildOptions(kv_cache="paged"))

@@ -47,8 +47,24 @@ vocabulary 256102, 6+6-layer T2U, HiFi-GAN at 512 channels): 2.309B parameters, 
 
 Levers read here: ``options.attention`` (eager | sdpa: all Seamless attention goes through
 transformers' attention interface, sdpa included), ``inplace_beam_reorder``,
-``remove_weight_norm``. ``options.kv_cache`` must be "dynamic": the static cache is not wired
-into this encoder-decoder (the ``static_cache`` lever says so).
+``remove_weight_norm`` and ``kv_cache``:
+
+* ``"dynamic"``: transformers' ``EncoderDecoderCache`` of two ``DynamicCache``, grown by one
+  position per step, reordered by ``index_select`` (or in place: ``InPlaceReorderCache``);
+* ``"static"`` (the paper's Seamless lever 2, as in the "Seamless M4T, fast" port):
+  ``StaticBeamCache`` preallocates the self-attention K/V for prefix + new tokens and the
+  cross-attention K/V for ``encoder_capacity`` frames (the encoder output padded and masked);
+  a step writes its K/V at a cache position held in a device tensor, attends over the whole
+  fixed length with a mask, and first reorders the beams in place (one gather into a
+  preallocated buffer and one ``copy_`` back). Every step then has the same shapes and buffer
+  addresses, and every task (up to ``encoder_capacity`` frames) the same step graph: one
+  compiled graph (one CUDA graph) serves them all. The decoder step runs the layers' own
+  modules (``static_decoder_forward``); beams are identical to the dynamic cache's.
+
+``step_names`` (what the ``compile`` lever compiles): ``step`` over the static cache only (the
+dynamic cache changes shape every step, so compiling it only recompiles), and ``vocoder_net``
+(the HiFi-GAN convolution stack, fixed shapes for given units) on speaking tasks once
+``remove_weight_norm`` has folded its weight norm.
 """
 
 from __future__ import annotations
@@ -63,7 +79,11 @@ from mmperf_levers.contract import BuildOptions, ModelFacts, Output, PhaseRecord
 from torch import nn
 from torch.nn.utils import parametrize
 from transformers import DynamicCache, EncoderDecoderCache, SeamlessM4Tv2Config, SeamlessM4Tv2Model
-from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import _compute_new_attention_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import (
+    _compute_new_attention_mask,
+    eager_attention_forward,
+)
 
 WORKLOAD = "speech"
 TASKS = ("s2st", "s2tt", "t2st", "t2tt")
@@ -102,6 +122,9 @@ class SpeechConfig:
     new_tokens: int  # text tokens decoded per utterance
     beam_size: int
     units_per_char: int  # T2U duration (see module docstring)
+    # static KV cache: cross-attention K/V padded to this many encoder frames (masked), so that
+    # every task and utterance up to this length runs the same compiled decoder step
+    encoder_capacity: int
     describe_dtype: str
 
 
@@ -113,7 +136,7 @@ SCALES: dict[str, SpeechConfig] = {
         unit_vocab_size=128, char_vocab_size=64, vocoder_channels=32, unit_embed_dim=32,
         vocoder_cond_dim=8, vocoder_langs=4, vocoder_speakers=4, init_std=0.1,
         fbank_frames=160, source_tokens=16, new_tokens=16, beam_size=5, units_per_char=1,
-        describe_dtype="float32",
+        encoder_capacity=24, describe_dtype="float32",
     ),
     "small": SpeechConfig(
         hidden_size=256, heads=4, text_encoder_layers=4, text_decoder_layers=4, ffn_size=1024,
@@ -122,7 +145,7 @@ SCALES: dict[str, SpeechConfig] = {
         unit_vocab_size=1000, char_vocab_size=1000, vocoder_channels=128, unit_embed_dim=256,
         vocoder_cond_dim=64, vocoder_langs=36, vocoder_speakers=200, init_std=0.05,
         fbank_frames=493, source_tokens=32, new_tokens=35, beam_size=5, units_per_char=3,
-        describe_dtype="float32",
+        encoder_capacity=64, describe_dtype="float32",
     ),
     "paper": SpeechConfig(  # SeamlessM4T v2 Large (= transformers' default config)
         hidden_size=1024, heads=16, text_encoder_layers=24, text_decoder_layers=24,
@@ -131,7 +154,7 @@ SCALES: dict[str, SpeechConfig] = {
         t2u_duration_hidden=256, unit_vocab_size=10000, char_vocab_size=10943,
         vocoder_channels=512, unit_embed_dim=1280, vocoder_cond_dim=256, vocoder_langs=36,
         vocoder_speakers=200, init_std=0.02, fbank_frames=493, source_tokens=32, new_tokens=35,
-        beam_size=5, units_per_char=3, describe_dtype="float16",
+        beam_size=5, units_per_char=3, encoder_capacity=64, describe_dtype="float16",
     ),
 }
 
@@ -332,6 +355,16 @@ def decoder_step_fn(model: SeamlessM4Tv2Model) -> StepFn:
     return step
 
 
+def hifi_gan_fn(model: SeamlessM4Tv2Model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The vocoder's HiFi-GAN convolution stack, conditioned frames [B, C, F] -> waveform
+    [B, samples]: the static-shaped part of the vocoder, the function levers compile."""
+
+    def vocoder_net(conditioned: torch.Tensor) -> torch.Tensor:
+        return model.vocoder.hifi_gan(conditioned)
+
+    return vocoder_net
+
+
 def beam_search(
     prefill: StepFn,
     step: StepFn,
@@ -373,6 +406,205 @@ def beam_search(
 
 
 # ----------------------------------------------------------------------------------------------
+# Static KV cache: the paper's Seamless lever 2 (what makes torch.compile and CUDA graphs apply)
+
+
+class StaticBeamCache(nn.Module):
+    """The text decoder's KV cache for one beam search, preallocated once per runner.
+
+    Every tensor keeps its shape and address for the whole search (and every later search),
+    so one compiled decoder step (one CUDA graph) serves every step:
+
+    * ``self_kv`` [2, L, N, H, T, Dh]: self-attention K and V of the N = batch x beams rows
+      over the T = prefix + new tokens positions; step t writes position t (a device tensor);
+    * ``cross_kv`` [2, L, N, H, S, Dh]: cross-attention K and V of the encoder output padded
+      to S = ``encoder_capacity`` frames, written once per utterance by the prefill;
+    * ``cross_mask`` [N, 1, 1, S]: additive, 0 on real frames and the dtype's minimum on padding;
+    * ``scratch`` [2, L, N, H, T, Dh]: the gather target of the in-place beam reorder.
+
+    Buffers (not plain attributes) and ``mark_static_address``: CUDA graphs then treat them as
+    fixed inputs that the step may mutate, as transformers' own ``StaticCache`` does.
+    """
+
+    self_kv: torch.Tensor
+    scratch: torch.Tensor
+    cross_kv: torch.Tensor
+    cross_mask: torch.Tensor
+
+    def __init__(
+        self, layers: int, rows: int, heads: int, positions: int, frames: int, head_dim: int,
+        dtype: torch.dtype, device: torch.device,
+    ) -> None:
+        super().__init__()
+        kv_shape = (2, layers, rows, heads, positions, head_dim)
+        for name, shape in (
+            ("self_kv", kv_shape),
+            ("scratch", kv_shape),
+            ("cross_kv", (2, layers, rows, heads, frames, head_dim)),
+            ("cross_mask", (rows, 1, 1, frames)),
+        ):
+            buffer = torch.zeros(shape, dtype=dtype, device=device)
+            torch._dynamo.mark_static_address(buffer)
+            self.register_buffer(name, buffer, persistent=False)
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:  # beam_idx [N]: source row of each row
+        """In place: row j takes row ``beam_idx[j]``'s history, K and V of every layer in one
+        gather into ``scratch`` and one ``copy_`` back (no tensor allocated; the gather needs a
+        second buffer because sources and destinations overlap). The cross-attention K/V are
+        equal across one utterance's beams and are not reordered."""
+        torch.index_select(self.self_kv, 2, beam_idx, out=self.scratch)
+        self.self_kv.copy_(self.scratch)
+
+
+def attend(
+    module: nn.Module,  # a SeamlessM4Tv2Attention: its projections, scaling and attention kind
+    hidden: torch.Tensor,  # [N, Tq, D] queries' input
+    keys: torch.Tensor,  # [N, H, Tk, Dh]
+    values: torch.Tensor,  # [N, H, Tk, Dh]
+    mask: torch.Tensor,  # additive, broadcast to [N, H, Tq, Tk]
+) -> torch.Tensor:  # [N, Tq, D]
+    """Attention over fixed-length K/V through transformers' own attention functions (eager or
+    sdpa, as the model was built), so the static path computes what the dynamic one does."""
+    batch, length, _ = hidden.shape
+    query = module.q_proj(hidden).view(batch, length, -1, module.head_dim).transpose(1, 2)
+    attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+        module.config._attn_implementation, eager_attention_forward
+    )
+    out, _ = attention(module, query, keys, values, mask, dropout=0.0, scaling=module.scaling)
+    return module.out_proj(out.reshape(batch, length, -1))  # out [N, Tq, H, Dh]
+
+
+def project_kv(module: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V [N, H, T, Dh] of ``hidden`` [N, T, D]."""
+    batch, length, _ = hidden.shape
+    shape = (batch, length, -1, module.head_dim)
+    keys = module.k_proj(hidden).view(shape).transpose(1, 2)
+    values = module.v_proj(hidden).view(shape).transpose(1, 2)
+    return keys, values
+
+
+def static_decoder_forward(
+    model: SeamlessM4Tv2Model,
+    cache: StaticBeamCache,
+    input_ids: torch.Tensor,  # [N, Tq]
+    positions: torch.Tensor,  # [Tq] cache positions of these tokens (a device tensor)
+) -> torch.Tensor:  # [N, V]: logits of the last query position
+    """The NLLB text decoder over the static cache: the layers' own modules, called in the
+    order ``SeamlessM4Tv2DecoderLayer.forward`` calls them (pre-norm self-attention,
+    cross-attention, FFN), with K/V written at ``positions`` and attention masked to the
+    positions written so far. The shapes never depend on the step."""
+    decoder = model.text_decoder
+    capacity = cache.self_kv.shape[4]
+    # position ids as the sinusoidal embedding numbers them: padding_idx + 1 + position
+    # (no PAD is ever decoded: it is suppressed)
+    hidden = decoder.embed_tokens(input_ids) + decoder.embed_positions.weights[
+        positions + decoder.padding_idx + 1
+    ].to(cache.self_kv.dtype)  # [N, Tq, D]
+    visible = torch.arange(capacity, device=positions.device) <= positions.unsqueeze(1)  # [Tq, T]
+    self_mask = torch.zeros_like(visible, dtype=hidden.dtype).masked_fill(
+        ~visible, torch.finfo(hidden.dtype).min
+    )  # [Tq, T] additive, broadcast over rows and heads
+    for index, layer in enumerate(decoder.layers):
+        normed = layer.self_attn_layer_norm(hidden)
+        keys, values = project_kv(layer.self_attn, normed)  # [N, H, Tq, Dh]
+        cache.self_kv[0, index].index_copy_(2, positions, keys)
+        cache.self_kv[1, index].index_copy_(2, positions, values)
+        hidden = hidden + attend(
+            layer.self_attn, normed, cache.self_kv[0, index], cache.self_kv[1, index], self_mask
+        )
+        normed = layer.cross_attention_layer_norm(hidden)
+        hidden = hidden + attend(
+            layer.cross_attention, normed, cache.cross_kv[0, index], cache.cross_kv[1, index],
+            cache.cross_mask,
+        )
+        hidden = hidden + layer.ffn(layer.ffn_layer_norm(hidden))
+    hidden = decoder.layer_norm(hidden)
+    return model.lm_head(hidden[:, -1])
+
+
+# prefill(prefix ids [N, P], encoder_hidden [N, S, D]) -> logits [N, V]
+StaticPrefillFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# step(input_ids [N, 1], position [1], beam_idx [N]) -> logits [N, V]
+StaticStepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def static_prefill_fn(model: SeamlessM4Tv2Model, cache: StaticBeamCache) -> StaticPrefillFn:
+    """First decoder call of a search: pads the encoder output into the cross-attention cache,
+    then runs the prefix. Not compiled (its shapes differ from every step's, and it runs once)."""
+
+    def prefill(prefix: torch.Tensor, encoder_hidden: torch.Tensor) -> torch.Tensor:
+        frames = encoder_hidden.shape[1]
+        if frames > cache.cross_kv.shape[4]:
+            raise ValueError(
+                f"encoder output of {frames} frames exceeds the static cache's "
+                f"{cache.cross_kv.shape[4]} (encoder_capacity)"
+            )
+        cache.self_kv.zero_()  # positions not yet written must not hold the last search's K/V
+        cache.cross_kv.zero_()
+        for index, layer in enumerate(model.text_decoder.layers):
+            keys, values = project_kv(layer.cross_attention, encoder_hidden)  # [N, H, S, Dh]
+            cache.cross_kv[0, index, :, :, :frames].copy_(keys)
+            cache.cross_kv[1, index, :, :, :frames].copy_(values)
+        cache.cross_mask.fill_(torch.finfo(cache.cross_mask.dtype).min)
+        cache.cross_mask[..., :frames] = 0.0
+        positions = torch.arange(prefix.shape[1], device=prefix.device)
+        return static_decoder_forward(model, cache, prefix, positions)
+
+    return prefill
+
+
+def static_step_fn(model: SeamlessM4Tv2Model, cache: StaticBeamCache) -> StaticStepFn:
+    """One beam-search step, the function levers compile: reorder the cache for the beams the
+    last step chose, then decode one token per row at ``position``."""
+
+    def step(input_ids: torch.Tensor, position: torch.Tensor, beam_idx: torch.Tensor) -> torch.Tensor:
+        cache.reorder(beam_idx)
+        return static_decoder_forward(model, cache, input_ids, position)
+
+    return step
+
+
+def static_beam_search(
+    prefill: StaticPrefillFn,
+    step: StaticStepFn,
+    prefix: torch.Tensor,  # [B, P]
+    encoder_hidden: torch.Tensor,  # [B, S, D]
+    beam_size: int,
+    new_tokens: int,
+    suppressed_ids: tuple[int, ...],
+) -> torch.Tensor:  # [B, new_tokens]
+    """``beam_search`` over the static cache: the same selection, with the cache reorder done
+    inside the next step (so that a compiled step includes it) and the position a tensor."""
+    batch, prefix_len = prefix.shape
+    device = prefix.device
+    sequences = prefix.repeat_interleave(beam_size, dim=0)  # [B*K, P]
+    scores = torch.zeros(batch, beam_size, device=device)  # [B, K]
+    scores[:, 1:] = -1e9
+    row_base = (torch.arange(batch, device=device) * beam_size).unsqueeze(1)  # [B, 1]
+    suppressed = torch.tensor(suppressed_ids, device=device)
+    # the cache position of the token fed to the next step, advanced in place: a fresh tensor
+    # (not a slice, whose storage offset a compiled step would specialize on) of fixed shape
+    position = torch.tensor([prefix_len], device=device)  # [1]
+
+    logits = prefill(sequences, encoder_hidden.repeat_interleave(beam_size, dim=0))  # [B*K, V]
+    for i in range(new_tokens):
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # [B*K, V]
+        log_probs[:, suppressed] = -math.inf
+        vocab = log_probs.shape[-1]
+        total = (log_probs.view(batch, beam_size, vocab) + scores.unsqueeze(-1)).view(batch, -1)
+        scores, flat = total.topk(beam_size, dim=1)  # [B, K]
+        beam_idx = (row_base + flat // vocab).view(-1)  # [B*K]
+        next_tokens = (flat % vocab).view(-1, 1)  # [B*K, 1]
+        sequences = torch.cat([sequences[beam_idx], next_tokens], dim=1)
+        if i < new_tokens - 1:  # the last token is not fed back
+            logits = step(next_tokens, position, beam_idx)
+            position += 1
+    best = scores.argmax(dim=1)  # [B]
+    rows = torch.arange(batch, device=device)
+    return sequences.view(batch, beam_size, -1)[rows, best, prefix_len:]
+
+
+# ----------------------------------------------------------------------------------------------
 # Runner
 
 
@@ -382,8 +614,8 @@ class SpeechRunner:
     workload = WORKLOAD
 
     def __init__(self, task: str, options: BuildOptions, config: SpeechConfig) -> None:
-        if options.kv_cache != "dynamic":
-            raise ValueError("speech supports kv_cache='dynamic' only")
+        if options.kv_cache not in ("dynamic", "static"):
+            raise ValueError(f"speech kv_cache is 'dynamic' or 'static', not {options.kv_cache!r}")
         self.task = task
         self.options = options
         dtype: torch.dtype = getattr(torch, options.dtype)
@@ -423,11 +655,37 @@ class SpeechRunner:
         ).to(device)
         self.prefix = torch.tensor([[EOS_ID, lang[TARGET_LANG]]] * batch, device=device)  # [B, 2]
 
-        # Levers may replace ``step`` (compile it); the first decoder call (prefix + cross-attn
-        # K/V) stays eager, as its shapes differ from every later step.
-        self.prefill = decoder_step_fn(self.model)
-        self.step = decoder_step_fn(self.model)
-        self.step_names: tuple[str, ...] = ("step",)
+        # Levers may replace the functions named in ``step_names`` (compile them). The first
+        # decoder call (prefix + cross-attention K/V) stays eager: its shapes differ from every
+        # later step's, and it runs once per search.
+        self.static_cache: StaticBeamCache | None = None
+        if options.kv_cache == "static":
+            hf = self.model.config
+            self.static_cache = StaticBeamCache(
+                layers=config.text_decoder_layers,
+                rows=batch * config.beam_size,
+                heads=config.heads,
+                positions=self.prefix.shape[1] + config.new_tokens - 1,  # the last token is not fed back
+                frames=config.encoder_capacity,
+                head_dim=hf.hidden_size // hf.decoder_attention_heads,
+                dtype=dtype,
+                device=device,
+            )
+            self.prefill: Callable[..., torch.Tensor] = static_prefill_fn(self.model, self.static_cache)
+            self.step: Callable[..., torch.Tensor] = static_step_fn(self.model, self.static_cache)
+        else:
+            self.prefill = decoder_step_fn(self.model)
+            self.step = decoder_step_fn(self.model)
+        self.vocoder_net = hifi_gan_fn(self.model)
+        # What compile may take: the decoder step only over the static cache (over the growing
+        # dynamic cache every step has new shapes: it would only recompile), and the HiFi-GAN
+        # once its weight norm is folded, as in the paper's port (compiled with weight norm, the
+        # graph would recompute every weight per call). On CPU a compiled HiFi-GAN gained
+        # nothing measurable at tiny scale for ~20 s of cold compile per utterance length.
+        self.step_names: tuple[str, ...] = (
+            (("step",) if self.static_cache is not None else ())
+            + (("vocoder_net",) if speaks(task) and options.remove_weight_norm else ())
+        )
         self.last_units = 0
         self.last_waveform_samples = 0
 
@@ -439,6 +697,11 @@ class SpeechRunner:
         return self.model.text_encoder(input_ids=self.source_ids).last_hidden_state
 
     def decode(self, encoder_hidden: torch.Tensor) -> torch.Tensor:  # [B, new_tokens]
+        if self.static_cache is not None:
+            return static_beam_search(
+                self.prefill, self.step, self.prefix, encoder_hidden, self.config.beam_size,
+                self.config.new_tokens, CONTROL_IDS,
+            )
         cache = make_cache(self.model.config, self.options.inplace_beam_reorder)
         return beam_search(
             self.prefill, self.step, self.prefix, encoder_hidden, self.config.beam_size,
@@ -483,13 +746,36 @@ class SpeechRunner:
         return vocoder_ids, units
 
     def vocode(self, vocoder_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = vocoder_ids.shape[0]
-        device = vocoder_ids.device
+        """``SeamlessM4Tv2CodeHifiGan.forward``'s stages, with the HiFi-GAN convolution stack
+        (``vocoder_net``, which levers may compile) called apart from the data-dependent unit
+        duration expansion before it."""
+        vocoder = self.model.vocoder
+        batch, device = vocoder_ids.shape[0], vocoder_ids.device
         lang_id = self.model.generation_config.vocoder_lang_code_to_id[TARGET_LANG]
-        waveform, lengths = self.model.vocoder(
-            input_ids=vocoder_ids,
-            speaker_id=torch.full((batch, 1), SPEAKER_ID, device=device),
-            lang_id=torch.full((batch, 1), lang_id, device=device),
+        speaker = torch.full((batch, 1), SPEAKER_ID, device=device)
+        lang = torch.full((batch, 1), lang_id, device=device)
+        units = vocoder.unit_embedding(vocoder_ids).transpose(1, 2)  # [B, C, U]
+        durations = torch.clamp(
+            torch.round(torch.expm1(vocoder.dur_predictor(units.transpose(1, 2)))).long(), min=1
+        )  # [B, U] frames per unit
+        frames = nn.utils.rnn.pad_sequence(
+            [torch.repeat_interleave(u, d, dim=-1).transpose(0, 1) for u, d in zip(units, durations)],
+            batch_first=True,
+        ).transpose(1, 2)  # [B, C, F]
+        length = frames.shape[-1]
+        conditioned = torch.cat(
+            [
+                vocoder.language_embedding(lang).transpose(1, 2).repeat(1, 1, length),
+                frames,
+                vocoder.speaker_embedding(speaker).transpose(1, 2).repeat(1, 1, length),
+            ],
+            dim=1,
+        )  # [B, lang + C + speaker, F]
+        # a clone: a CUDA-graph replay (compile "reduce-overhead") overwrites its outputs, and
+        # the waveform outlives this call in the run's Output
+        waveform = self.vocoder_net(conditioned).clone()  # [B, samples]
+        lengths = vocoder._get_output_hifigan_lengths(
+            vocoder._get_dur_output_lengths(vocoder_ids, durations)
         )
         return waveform, lengths  # [B, samples], [B]
 
@@ -535,8 +821,12 @@ class SpeechRunner:
         cross-attention over the encoder output, for every beam."""
         batch, beams = self.options.batch_size, self.config.beam_size
         tokens = 2 + self.config.new_tokens + encoder_frames(self.config, self.task)
+        kv_bytes = self.facts.kv_cache_bytes_per_token * batch * beams * tokens
+        if self.static_cache is not None:  # what is preallocated, padding included
+            cache = self.static_cache
+            kv_bytes = sum(t.numel() * t.element_size() for t in (cache.self_kv, cache.cross_kv))
         out = {
-            "kv_cache_bytes": float(self.facts.kv_cache_bytes_per_token * batch * beams * tokens),
+            "kv_cache_bytes": float(kv_bytes),
             "new_tokens": float(self.config.new_tokens),
             "beam_size": float(beams),
         }
