@@ -1,11 +1,14 @@
-"""``mmperf ab --base REF --head REF``: measure two commits on this machine, alternating, and gate head.
+"""``mmperf ab --base REF --head REF``: measure two commits on this machine in lockstep and gate head.
 
-Both refs are checked out as temporary git worktrees (always removed), each side's benchmarks run
-K times in ABBA order with N rounds each, the repeats are pooled, and head is judged against base
-with the ``--mmperf-compare`` gate (drift allowance 0 by default: both sides ran in this job).
+Both refs are checked out as temporary git worktrees (always removed). K process pairs run one
+after the other; in each, a base and a head ``pytest --mmperf`` are alive at once and take turns
+round by round (ABBA), so they never compute at the same time. Head is judged against base per
+metric by a t test on the per-pair log ratios (the process pair is the replication unit), Holm over
+the run, significant AND beyond the threshold (``pytest_mmperf.ab.paired``).
 
 Exit status: 0 no regression, 1 a regression, output drift or a benchmark test failing on head,
-2 bad input (unknown ref, uncommitted changes, pytest usage error), one line on stderr.
+2 bad input or a failed step (unknown ref, uncommitted changes, pytest usage error, a worker that
+died or hung), one line on stderr.
 """
 
 from __future__ import annotations
@@ -39,17 +42,18 @@ def _positive(text: str) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "ab",
-        help="measure base and head commits alternating on this machine; exit 1 on a regression",
+        help="measure base and head commits in lockstep on this machine; exit 1 on a regression",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog='example: mmperf ab --base origin/main --head HEAD --repeats 2 --rounds 10 '
+        epilog='example: mmperf ab --base origin/main --head HEAD --repeats 3 --rounds 10 '
                '--pytest-args "suites --mmperf-scale=small" --markdown ab.md',
     )
     p.add_argument("--base", required=True, metavar="REF", help="the commit to compare with (e.g. origin/main)")
     p.add_argument("--head", required=True, metavar="REF", help="the commit to judge (e.g. HEAD)")
     p.add_argument("--rounds", type=_positive, default=10, metavar="N",
-                   help="measured rounds per benchmark in each run (default 10)")
-    p.add_argument("--repeats", type=_positive, default=2, metavar="K",
-                   help="runs of each side, alternating base/head in ABBA order (default 2)")
+                   help="measured rounds per benchmark in each process (default 10)")
+    p.add_argument("--repeats", type=_positive, default=3, metavar="K",
+                   help="process pairs (base and head in lockstep); the replication unit of the test, "
+                        "at least 2 to judge metrics that vary (default 3)")
     p.add_argument("--pytest-args", action="append", default=[], metavar="ARGS",
                    help='arguments for pytest in each worktree, one shell-quoted string, e.g. '
                         '"suites --mmperf-scale=tiny -k llm"; write --pytest-args="-k llm" when it '
@@ -57,13 +61,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--markdown", type=Path, metavar="PATH",
                    help="write the Markdown summary (PR comment, $GITHUB_STEP_SUMMARY) to PATH")
     p.add_argument("--json-dir", type=Path, metavar="DIR",
-                   help="keep every run's results document, its log and the pooled base.json/head.json in DIR")
+                   help="keep every process's results document, its log and the pooled base.json/head.json in DIR")
     p.add_argument("--threshold", type=_fraction, default=DEFAULT_THRESHOLD, metavar="FRACTION",
                    help="smallest change that counts as a regression (default 5%%)")
     p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, metavar="P",
-                   help="confidence a regression must reach, Bonferroni over the run (default 0.99)")
-    p.add_argument("--drift-allowance", type=_fraction, default=0.0, metavar="FRACTION",
-                   help="widen the threshold of absolute timings (default 0: both sides ran in this job)")
+                   help="confidence a regression must reach, Holm over the run's metrics (default 0.99)")
+    p.add_argument("--timeout", type=_positive, default=1800, metavar="SECONDS",
+                   help="stop a worker that computes this long without finishing a round (default 1800)")
+    p.add_argument("--drift-allowance", type=_fraction, default=None, metavar="FRACTION",
+                   help=argparse.SUPPRESS)  # no effect since the lockstep pairs; kept for old scripts
     p.add_argument("--repo", type=Path, default=Path("."),
                    help="the repository (or a folder inside it, where pytest runs) (default .)")
     p.set_defaults(func=run)
@@ -77,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0.5 <= args.confidence < 1:
         print("mmperf ab: --confidence must be in [0.5, 1)", file=sys.stderr)
         return 2
+    if args.drift_allowance is not None:
+        print("mmperf ab: --drift-allowance has no effect (base and head run in lockstep); ignored",
+              file=sys.stderr)
     options = ABOptions(
         base=args.base,
         head=args.head,
@@ -87,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         json_dir=args.json_dir,
         threshold=args.threshold,
         confidence=args.confidence,
-        drift_allowance=args.drift_allowance,
+        timeout_s=float(args.timeout),
         repo=args.repo,
     )
     return run_ab(options)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_mmperf.measure import lockstep
 from pytest_mmperf.measure.clocks import Clock
 from pytest_mmperf.measure.memory import MemoryProbe
 from pytest_mmperf.results.metrics import phase_metric
@@ -115,6 +116,7 @@ class Sampler:
         for _ in range(self.plan.discard):
             for arm in arms:
                 self._round(arm, ArmSamples())
+        turn = lockstep.from_environment()  # a no-op unless ``mmperf ab`` runs this process in lockstep
         started = self.clock.now_ns()
         n = 0
         while n < self.plan.rounds or (
@@ -122,6 +124,7 @@ class Sampler:
             and (self.clock.now_ns() - started) / 1e9 < self.plan.max_time_s
         ):
             order = range(len(arms)) if n % 2 == 0 else reversed(range(len(arms)))
+            turn.wait_turn()  # a round (all arms) only in this process's turn
             for i in order:
                 self._round(arms[i], out[i])
             n += 1

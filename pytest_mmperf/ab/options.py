@@ -1,0 +1,51 @@
+"""What ``mmperf ab`` is asked to do, and the pytest command line of one worker."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_mmperf.judge.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+
+SIDES = ("base", "head")
+
+
+class ABError(Exception):
+    """Bad input or a failed step; the message is one line (exit 2)."""
+
+
+@dataclass(frozen=True)
+class ABOptions:
+    base: str
+    head: str
+    rounds: int = 10
+    repeats: int = 3  # process pairs: the replication unit of the test (paired.py)
+    pytest_args: tuple[str, ...] = ()
+    markdown: Path | None = None
+    json_dir: Path | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    confidence: float = DEFAULT_CONFIDENCE
+    timeout_s: float = 1800.0  # longest a worker may compute without finishing a round
+    repo: Path = field(default_factory=Path.cwd)
+    python: str = sys.executable
+
+
+def pytest_command(python: str, json_path: Path, rounds: int, pytest_args: Sequence[str]) -> list[str]:
+    """One worker: a fixed number of rounds (both sides measure alike), no history."""
+    return [
+        python, "-m", "pytest", "--mmperf",
+        f"--mmperf-json={json_path}",
+        "--mmperf-history=off",
+        f"--mmperf-rounds={rounds}",
+        f"--mmperf-max-rounds={rounds}",
+        "-p", "no:cacheprovider",
+        *pytest_args,
+    ]
+
+
+def split_args(values: Sequence[str]) -> tuple[str, ...]:
+    """``--pytest-args "suites -k llm"`` (repeatable) into arguments."""
+    return tuple(arg for value in values for arg in shlex.split(value))

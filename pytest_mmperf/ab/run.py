@@ -1,0 +1,183 @@
+"""``mmperf ab`` from refs to an exit status: worktrees, R process pairs in lockstep, the paired test.
+
+Exit status (:func:`run_ab`): 0 no regression; 1 a regression, an output drift, or a benchmark test
+that failed on head; 2 bad input or a failed step (unknown ref, uncommitted changes that would not
+be measured, a pytest usage error, a worker that died or hung), one line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_mmperf.ab import coordinator, paired
+from pytest_mmperf.ab.options import SIDES, ABError, ABOptions, pytest_command
+from pytest_mmperf.ab.worktrees import check_clean, check_plugin_source, git, resolve_ref, side_env, worktrees
+from pytest_mmperf.judge import drift
+from pytest_mmperf.judge.compare import Policy
+from pytest_mmperf.results import atomic
+from pytest_mmperf.results.merge import MergeError, pool
+from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, RunDocument
+
+
+@dataclass
+class ABResult:
+    base_sha: str
+    head_sha: str
+    base: RunDocument  # every pair's rounds pooled, for display
+    head: RunDocument
+    comparisons: list[paired.PairedComparison]
+    drifts: dict[str, list[str]]  # benchmark -> output changes of head vs base
+    notes: list[str]
+    head_failures: list[str]  # head workers whose benchmark tests failed
+
+    @property
+    def regressions(self) -> list[paired.PairedComparison]:
+        return [c for c in self.comparisons if c.category == paired.REGRESSED]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.head_failures or self.drifts or self.regressions)
+
+
+def _output(rec: BenchmarkRecord | None) -> Any:
+    q = rec.quality if rec is not None else None
+    return q.get(drift.KEY) if isinstance(q, dict) else None
+
+
+def output_drifts(base: RunDocument, head: RunDocument) -> dict[str, list[str]]:
+    """Benchmarks whose output fingerprint differs between base and head (first pair)."""
+    base_by_id = base.by_id()
+    out: dict[str, list[str]] = {}
+    for rec in head.benchmarks:
+        changes = drift.compare_outputs(_output(base_by_id.get(rec.id)), _output(rec))
+        if changes:
+            out[rec.id] = [c.message for c in changes]
+    return out
+
+
+def _load(path: Path, label: str) -> RunDocument:
+    try:
+        doc = RunDocument.load(path)
+    except DocumentError as exc:
+        raise ABError(f"{label}: no results document ({exc})") from None
+    if not doc.benchmarks:
+        raise ABError(f"{label}: no benchmark ran (check --pytest-args)")
+    return doc
+
+
+def measure(
+    options: ABOptions,
+    *,
+    spawn: coordinator.Spawn = coordinator.ProcessWorker,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> ABResult:
+    """Everything but the output: worktrees, the process pairs, judging."""
+    if options.rounds < 1 or options.repeats < 1:
+        raise ABError("--rounds and --repeats must be positive integers")
+    repo = options.repo.resolve()
+    try:
+        top = Path(git(repo, "rev-parse", "--show-toplevel"))
+    except ABError:
+        raise ABError(f"{repo} is not inside a git repository") from None
+    shas = {"base": resolve_ref(top, options.base, "--base"), "head": resolve_ref(top, options.head, "--head")}
+    refs = {"base": options.base, "head": options.head}
+    check_clean(top, list(shas.values()))
+    subdir = repo.relative_to(top) if repo != top else Path()
+    if shas["base"] == shas["head"]:
+        log(f"mmperf ab: base and head are the same commit {shas['base'][:12]} (an A/A run)")
+    scratch = Path(tempfile.mkdtemp(prefix="mmperf-ab-"))
+    notes: list[str] = []
+    head_failures: list[str] = []
+    runs: dict[str, list[RunDocument]] = {s: [] for s in SIDES}
+    try:
+        json_dir = options.json_dir.resolve() if options.json_dir else scratch / "results"
+        json_dir.mkdir(parents=True, exist_ok=True)
+        with worktrees(top, shas, scratch) as trees:
+            envs = {s: side_env(trees[s], shas[s], refs[s]) for s in SIDES}
+            for s in SIDES:
+                check_plugin_source(options.python, trees[s] / subdir, envs[s])
+            for r in range(1, options.repeats + 1):
+                order = SIDES if r % 2 == 1 else SIDES[::-1]  # who starts and moves first: ABBA over pairs
+                specs = [coordinator.WorkerSpec(
+                    s, r, tuple(pytest_command(options.python, json_dir / f"{s}-{r}.json", options.rounds,
+                                               options.pytest_args)),
+                    trees[s] / subdir, envs[s], json_dir / f"{s}-{r}.log") for s in order]
+                try:
+                    report = coordinator.run_pair(specs, scratch, spawn=spawn, timeout_s=options.timeout_s,
+                                                  progress=lambda line: log(f"mmperf ab: {line}"),
+                                                  repeats=options.repeats)
+                except coordinator.WorkerError as exc:
+                    raise ABError(str(exc)) from None
+                notes += [f"pair {r}: {n}" for n in report.notes]
+                for s in SIDES:
+                    runs[s].append(_load(json_dir / f"{s}-{r}.json", f"{s} (pair {r})"))
+                    if report.returncodes[s] == 1:
+                        msg = f"{s} (pair {r}): a benchmark test failed (log {s}-{r}.log)"
+                        (head_failures if s == "head" else notes).append(msg)
+                log(f"mmperf ab: pair {r}/{options.repeats} done: {report.turns['base']} base and "
+                    f"{report.turns['head']} head rounds")
+        try:
+            pooled = {s: pool(runs[s], [f"{s} pair {i + 1}" for i in range(len(runs[s]))]) for s in SIDES}
+        except MergeError as exc:
+            raise ABError(f"pooling pairs: {exc}") from None
+        if options.json_dir:
+            for s in SIDES:
+                atomic.write_text(json_dir / f"{s}.json", pooled[s].dumps())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # worktrees, sockets, and results unless --json-dir
+    policy = Policy(threshold=options.threshold, confidence=options.confidence)
+    comparisons = paired.compare_runs(runs["base"], runs["head"], policy)
+    if pooled["base"].fingerprint != pooled["head"].fingerprint:
+        notes.append(f"base and head report different environments ({pooled['base'].fingerprint} vs "
+                     f"{pooled['head'].fingerprint}): did head change a setting that enters the fingerprint?")
+    base_ids, head_ids = ({b.id for b in pooled[s].benchmarks} for s in SIDES)
+    for label, ids in (("base (removed by head?)", base_ids - head_ids), ("head (new)", head_ids - base_ids)):
+        if ids:
+            notes.append(f"{len(ids)} benchmark(s) only in {label}, not compared: {', '.join(sorted(ids))}")
+    return ABResult(shas["base"], shas["head"], pooled["base"], pooled["head"], comparisons,
+                    output_drifts(runs["base"][0], runs["head"][0]), notes, head_failures)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A cancelled CI job gets SIGTERM: unwind like Ctrl-C so workers and worktrees go away."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_ab(options: ABOptions, *, out: Callable[[str], None] = print) -> int:
+    from pytest_mmperf.ab import summary
+
+    try:
+        with _sigterm_as_interrupt():
+            result = measure(options)
+    except ABError as exc:
+        print(f"mmperf ab: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmperf ab: interrupted; workers stopped, worktrees removed", file=sys.stderr)
+        return 2
+    for line in summary.terminal_lines(result):
+        out(line)
+    if options.markdown:
+        atomic.write_text(options.markdown, summary.markdown(result, options))
+        out(f"mmperf ab: Markdown summary: {options.markdown}")
+    return 1 if result.failed else 0
