@@ -1,173 +1,257 @@
-"""Measured detection power and false-alarm rate of the regression gate on this machine.
+"""Detection power and false alarms of the regression gate and of ``mmperf ab``, on the real suites.
 
-Not a timed test: a script that reports numbers (docs/gate.md).
+Not a timed test: a script that plants regressions inside the model and reports how often each
+way of judging catches them, and how often it fails an unchanged commit.
 
-Each *session* is a fresh Python process (torch imported anew, as a CI run would) that measures
-a real torch workload (1 thread, warm-up 1, ``--rounds`` rounds, the sampler's loop):
+Plants (each a temporary commit in a scratch clone of this repository's committed HEAD, so every
+path measures real code that differs only by the plant):
 
-* absolute path: a loop of ``MATMULS`` 128x128 matmuls, with ``s`` more matmuls injected
-  (slowdown ``s`` in ``ABS_LEVELS``); judged on ``latency_ms`` (timing, drift allowance applies);
-* in-run path: the same loop as "eager" interleaved ABBA with an "optimized" loop of half the
-  matmuls, slowdown ``s`` injected into the optimized arm (``RATIO_LEVELS``); judged on the
-  per-round speedups (in-run ratio, plain threshold).
+* ``none``: an empty commit (the same tree): every "catch" is a false alarm;
+* ``slowF`` (e.g. ``slow10``): busy work in every decode step of the decoder workloads,
+  F% of that step's own CPU time (``time.thread_time``, so contention stretches the plant as it
+  stretches the step), inside the ``tpot`` phase of ``decoding.greedy_decode``;
+* ``memF`` (e.g. ``mem20``): each measured call of the llm workload allocates and touches F% of the
+  benchmark's own memory figure (its gated memory metric as measured on base first) and frees it
+  at the end of the call.
 
-Session 0 is the baseline; sessions 1..N are compared with it through
-:func:`pytest_mmperf.judge.compare.compare_samples` with the gate's defaults (confidence 0.99, threshold
-5%, drift allowance 20%) and a Bonferroni family of ``--family`` comparisons (a suite of about 20
-benchmarks x 3 gated timing metrics). Sessions are spaced ``--gap`` seconds apart so that the
-machine's drift between sessions is part of what is measured.
+Paths, each run ``--trials`` times per plant:
 
-    python scripts/detection_power.py --sessions 24 --gap 10     # about 8 minutes
+* ``ab``: ``mmperf ab --base BASE --head PLANT`` (process pairs in lockstep, the paired test);
+* ``session``: the gate against a baseline saved by base just before (``--mmperf-save-baseline``
+  then ``--mmperf-compare`` in the plant's checkout, one process each);
+* ``absolute``: the gate against a baseline saved by base once, at the start of the script (an
+  earlier session).
+
+A trial counts as caught when the command exits 1 (a regression), as a false alarm when the
+plant is ``none`` and it exits 1. Results are written to ``--json`` after every trial, so an
+interrupted run keeps what it measured. A smoke run:
+
+    python scripts/detection_power.py --trials 1 --plants none,slow10 --paths ab --rounds 5 --repeats 2
+
+The run behind docs/ab.md's table (llm eager only, tiny):
+
+    python scripts/detection_power.py --trials 3 --plants none,slow10,mem20 --paths ab,session,absolute \\
+        --rounds 10 --repeats 3 --json detection.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+DEFAULT_SELECT = "suites/mmperf_suites/test_llm.py::test_llm[t2t-eager]"
 
-MATMULS = 200
-ABS_LEVELS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40)
-RATIO_LEVELS = (0.0, 0.02, 0.03, 0.05, 0.07, 0.10, 0.15)
+SLOW_ANCHOR = """        with phases.phase("tpot"):
+            logits = step(token, positions(batch, prompt_len + i - 1, 1, prompt.device), cache)
+            token = pick_greedy(logits, logit_bias)
+"""
+SLOW_PATCH = """        with phases.phase("tpot"):
+            _cpu0 = _plant_time.thread_time()
+            logits = step(token, positions(batch, prompt_len + i - 1, 1, prompt.device), cache)
+            token = pick_greedy(logits, logit_bias)
+            _until = _plant_time.thread_time() + {fraction!r} * (_plant_time.thread_time() - _cpu0)
+            while _plant_time.thread_time() < _until:  # planted: busy work, a fraction of the step
+                pass
+"""
+MEMORY_ANCHOR = """    def run(self, phases: PhaseRecorder) -> Output:
+        cache = self.cache()
+"""
+MEMORY_PATCH = """    def run(self, phases: PhaseRecorder) -> Output:
+        _planted = torch.ones({elements})  # planted: memory the call allocates and touches
+        cache = self.cache()
+"""
+MEMORY_RETURN = """        return Output(tokens=tokens.tolist())
+"""
 
 
-def session(rounds: int) -> dict[str, object]:
-    """One session's samples, as JSON-able data (runs in a child process).
+def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
-    The loop is the sampler's (warm-up apart, garbage collector off in the timed region, ABBA
-    order for two arms) without its per-round ``gc.collect()``, which costs 40-80 ms here and
-    would make 20+ sessions too slow for a script; torch loops make almost no garbage.
-    """
-    import gc
 
-    import torch
+def git(repo: Path, *args: str) -> str:
+    out = sh(["git", "-c", "user.name=mmperf", "-c", "user.email=mmperf@example.invalid", *args], repo)
+    if out.returncode != 0:
+        raise SystemExit(f"detection_power: git {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout.strip()
 
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    a = torch.randn(128, 128)
-    w = torch.randn(128, 128) / 12
 
-    def loop(n: int) -> torch.Tensor:
-        x = a
-        for _ in range(n):
-            x = torch.tanh(x @ w)
-        return x
+def env_for(checkout: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [checkout, checkout / "suites", checkout / "optimizations"]
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in paths)
+    for key in ("MMPERF_LOCKSTEP", "MMPERF_JSON", "MMPERF_COMPARE", "MMPERF_SAVE_BASELINE"):
+        env.pop(key, None)
+    return env
 
-    def timed(fn: object) -> float:
-        gc.disable()
-        try:
-            t0 = time.perf_counter_ns()
-            fn()  # type: ignore[operator]
-            return (time.perf_counter_ns() - t0) / 1e6
-        finally:
-            gc.enable()
 
-    def measure(*arms: object) -> list[list[float]]:
-        for arm in arms:
-            arm()  # type: ignore[operator]  # warm-up
-        out: list[list[float]] = [[] for _ in arms]
-        for r in range(rounds):
-            order = range(len(arms)) if r % 2 == 0 else reversed(range(len(arms)))
-            for i in order:
-                out[i].append(timed(arms[i]))
-        return out
+def pytest_cmd(select: str, rounds: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", select, "--mmperf", "--mmperf-history=off", "-p", "no:cacheprovider",
+            f"--mmperf-rounds={rounds}", f"--mmperf-max-rounds={rounds}", "-q", *extra]
 
-    out: dict[str, dict[str, list[float]]] = {"abs": {}, "ratio": {}}
-    for s in ABS_LEVELS:
-        n = round(MATMULS * (1 + s))
-        (lat,) = measure(lambda n=n: loop(n))
-        out["abs"][str(s)] = lat
-    for s in RATIO_LEVELS:
-        n_opt = round(MATMULS / 2 * (1 + s))
-        eager, opt = measure(lambda: loop(MATMULS), lambda n=n_opt: loop(n))
-        out["ratio"][str(s)] = [e / o for e, o in zip(eager, opt)]
-    return out  # type: ignore[return-value]
+
+def plant_commit(clone: Path, base: str, name: str, memory_bytes: float) -> str:
+    """A commit on top of ``base`` with the plant ``name`` applied; its sha."""
+    git(clone, "checkout", "-q", "--detach", base)
+    decoding = clone / "suites/mmperf_suites/workloads/decoding.py"
+    llm = clone / "suites/mmperf_suites/workloads/llm.py"
+    if name.startswith("slow"):
+        fraction = int(name[4:]) / 100
+        text = decoding.read_text()
+        if SLOW_ANCHOR not in text:
+            raise SystemExit("detection_power: decoding.greedy_decode changed; update SLOW_ANCHOR")
+        text = text.replace(SLOW_ANCHOR, SLOW_PATCH.format(fraction=fraction))
+        text = text.replace("from __future__ import annotations\n",
+                            "from __future__ import annotations\n\nimport time as _plant_time\n", 1)
+        decoding.write_text(text)
+    elif name.startswith("mem"):
+        fraction = int(name[3:]) / 100
+        text = llm.read_text()
+        if MEMORY_ANCHOR not in text or MEMORY_RETURN not in text:
+            raise SystemExit("detection_power: LlmRunner.run changed; update MEMORY_ANCHOR")
+        elements = max(1, int(fraction * memory_bytes / 4))  # float32
+        text = text.replace(MEMORY_ANCHOR, MEMORY_PATCH.format(elements=elements))
+        text = text.replace(MEMORY_RETURN, "        del _planted\n" + MEMORY_RETURN, 1)
+        llm.write_text(text)
+    elif name != "none":
+        raise SystemExit(f"detection_power: unknown plant {name!r} (none, slowN, memN)")
+    git(clone, "commit", "-q", "-a", "--allow-empty", "-m", f"plant {name}")
+    return git(clone, "rev-parse", "HEAD")
+
+
+def memory_metric(doc: dict[str, Any]) -> tuple[str, float]:
+    """The benchmark's own memory figure: its gated memory metric (preferring the allocator's)."""
+    (bench, *_) = doc["benchmarks"]
+    metrics = bench["metrics"]
+    gated = [n for n, m in metrics.items() if n.endswith("_bytes") and m.get("gated", True)
+             and not n.startswith("eager_")]
+    for name in ("peak_memory_bytes", "peak_rss_bytes", *sorted(gated)):
+        if name in gated:
+            return name, float(metrics[name]["median"])
+    raise SystemExit("detection_power: the benchmark has no gated memory metric")
+
+
+def outcome(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    text = proc.stdout + proc.stderr
+    lines = [ln for ln in text.splitlines() if re.search(r"REGRESSED|regressed|FAILED|DRIFT", ln)]
+    if proc.returncode not in (0, 1):
+        tail = [ln for ln in text.splitlines() if ln.strip()][-3:]
+        raise RuntimeError(f"exit {proc.returncode}: {' | '.join(tail)}")
+    return {"rc": proc.returncode, "lines": lines[:8]}
+
+
+def run_path(path: str, clone: Path, checkouts: Path, base: str, head: str, args: argparse.Namespace,
+             earlier: Path) -> dict[str, Any]:
+    if path == "ab":
+        cmd = [sys.executable, "-m", "pytest_mmperf.cli", "ab", "--repo", str(clone), "--base", base,
+               "--head", head, "--rounds", str(args.rounds), "--repeats", str(args.repeats),
+               f"--pytest-args={args.select}"]
+        return outcome(sh(cmd, ROOT, env_for(ROOT)))
+    head_dir = checkouts / "head"
+    git(clone, "worktree", "add", "-q", "--detach", str(head_dir), head)
+    try:
+        if path == "session":
+            where = checkouts / "baseline-now"
+            shutil.rmtree(where, ignore_errors=True)
+            base_dir = checkouts / "base"
+            git(clone, "worktree", "add", "-q", "--detach", str(base_dir), base)
+            try:
+                saved = sh(pytest_cmd(args.select, args.rounds, "--mmperf-save-baseline",
+                                      f"--mmperf-baseline-dir={where}"), base_dir, env_for(base_dir))
+                if saved.returncode != 0:
+                    raise RuntimeError(f"saving the same-session baseline: exit {saved.returncode}")
+            finally:
+                git(clone, "worktree", "remove", "--force", str(base_dir))
+        else:
+            where = earlier
+        cmd = pytest_cmd(args.select, args.rounds, "--mmperf-compare", f"--mmperf-baseline-dir={where}")
+        return outcome(sh(cmd, head_dir, env_for(head_dir)))
+    finally:
+        git(clone, "worktree", "remove", "--force", str(head_dir))
+
+
+def report(results: list[dict[str, Any]]) -> list[str]:
+    table: dict[tuple[str, str], list[int]] = {}
+    for r in results:
+        if "rc" in r:
+            table.setdefault((r["path"], r["plant"]), []).append(r["rc"])
+    errors = sum(1 for r in results if "error" in r)
+    out = ["", f"{'path':<10} {'plant':<8} {'failed the gate':>16}   (none: false alarms; others: catches)"]
+    for (path, plant), rcs in sorted(table.items()):
+        out.append(f"{path:<10} {plant:<8} {sum(rc == 1 for rc in rcs):>9} of {len(rcs):<4}")
+    if errors:
+        out.append(f"{errors} trial(s) errored (see the JSON)")
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sessions", type=int, default=24, help="compared sessions (plus 1 baseline)")
-    ap.add_argument("--gap", type=float, default=8.0, help="seconds between sessions")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--family", type=int, default=60, help="Bonferroni family size")
-    ap.add_argument("--json", help="also write the raw samples and rates here")
-    ap.add_argument("--from-json", help="analyse the sessions saved by an earlier --json run")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--trials", type=int, default=3, help="trials per plant and path (default 3)")
+    ap.add_argument("--plants", default="none,slow5,slow10,slow20,mem20")
+    ap.add_argument("--paths", default="ab,session,absolute")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3, help="mmperf ab process pairs")
+    ap.add_argument("--select", default=DEFAULT_SELECT, help="pytest node id or arguments (default llm eager)")
+    ap.add_argument("--json", type=Path, help="write every trial's outcome here (after each trial)")
+    ap.add_argument("--keep", type=Path, help="scratch folder to use and keep (default: a temporary one)")
     args = ap.parse_args()
-    if args.child:
-        print(json.dumps(session(args.rounds)))
-        return 0
+    plants = args.plants.split(",")
+    paths = args.paths.split(",")
 
-    from pytest_mmperf.judge import compare
-
-    runs = []
+    scratch = args.keep or Path(tempfile.mkdtemp(prefix="mmperf-power-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    clone = scratch / "repo"
     started = time.monotonic()
-    if args.from_json:
-        runs = json.loads(Path(args.from_json).read_text())["runs"]
-        args.sessions = len(runs) - 1
-    for i in range(0 if args.from_json else args.sessions + 1):
-        if i:
-            time.sleep(args.gap)
-        proc = subprocess.run([sys.executable, __file__, "--child", "--rounds", str(args.rounds)],
-                              capture_output=True, text=True, check=True)
-        runs.append(json.loads(proc.stdout))
-        print(f"session {i}/{args.sessions} done at {time.monotonic() - started:.0f} s", file=sys.stderr)
-    base, rest = runs[0], runs[1:]
-    policy = compare.Policy(family_size=args.family)
-    naive_alarms = 0
-    report: dict[str, dict[str, dict[str, float]]] = {"abs": {}, "ratio": {}}
-    for path, levels, direction, kind, metric in (
-        ("abs", ABS_LEVELS, "lower", compare.TIMING, "latency_ms"),
-        ("ratio", RATIO_LEVELS, "higher", compare.IN_RUN, "speedup_vs_eager"),
-    ):
-        for s in levels:
-            verdicts = [
-                compare.compare_samples("bench", metric, base[path]["0.0"], r[path][str(s)],
-                                        direction, policy, kind=kind)
-                for r in rest
-            ]
-            n = len(verdicts)
-            caught = sum(v.category is compare.Category.REGRESSED for v in verdicts)
-            inconclusive = sum(v.category is compare.Category.INCONCLUSIVE for v in verdicts)
-            changes = sorted(v.change for v in verdicts)
-            report[path][str(s)] = {
-                "regressed_rate": caught / n,
-                "inconclusive_rate": inconclusive / n,
-                "median_change": changes[n // 2],
-                "min_change": changes[0],
-                "max_change": changes[-1],
-            }
-            if path == "abs" and s == 0.0:
-                naive_alarms = sum(c > 0.05 for c in changes)  # pytest-benchmark's median:5%
-    print(f"\n{args.sessions} sessions vs 1 baseline session, {args.rounds} rounds each, "
-          f"Bonferroni family {args.family} (alpha {policy.alpha:.2g}), "
-          f"{time.monotonic() - started:.0f} s in all")
-    for path, label in (("abs", "absolute latency_ms (threshold max(5%, 20% drift allowance))"),
-                        ("ratio", "in-run speedup_vs_eager (threshold 5%)")):
-        print(f"\n{label}")
-        print(f"  {'injected':>8}  {'caught':>7}  {'inconcl.':>8}  {'change of the metric: median [min..max]'}")
-        smallest: float | None = None
-        levels_seen = list(report[path].items())
-        for level, r in levels_seen:
-            print(f"  {float(level):>8.0%}  {r['regressed_rate']:>7.0%}  {r['inconclusive_rate']:>8.0%}  "
-                  f"{r['median_change']:+.1%} [{r['min_change']:+.1%}..{r['max_change']:+.1%}]")
-        for i, (level, _) in enumerate(levels_seen):
-            if float(level) > 0 and all(r["regressed_rate"] >= 0.95 for _, r in levels_seen[i:]):
-                smallest = float(level)
-                break
-        fa = report[path]["0.0"]["regressed_rate"]
-        print(f"  false alarms on unchanged reruns: {fa:.0%} of {args.sessions}; smallest slowdown "
-              f"caught in >= 95%: {'none tested' if smallest is None else f'{smallest:.0%}'}")
-    print(f"\nfor reference, a bare 'median +5%' check (pytest-benchmark's compare-fail) on the "
-          f"unchanged absolute reruns: {naive_alarms}/{args.sessions} false alarms")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"report": report, "runs": runs}, indent=1))
+    results: list[dict[str, Any]] = []
+    try:
+        if not clone.exists():
+            git(ROOT, "clone", "-q", str(ROOT), str(clone))
+        base = git(clone, "rev-parse", "HEAD")
+        checkouts = scratch / "checkouts"
+        checkouts.mkdir(exist_ok=True)
+        # the earlier session: a baseline of base, saved once; also the memory figure of the plant
+        earlier = scratch / "baseline-earlier"
+        base_dir = checkouts / "base0"
+        git(clone, "worktree", "add", "-q", "--detach", str(base_dir), base)
+        first = sh(pytest_cmd(args.select, args.rounds, "--mmperf-save-baseline", f"--mmperf-baseline-dir={earlier}",
+                              f"--mmperf-json={scratch / 'base0.json'}"), base_dir, env_for(base_dir))
+        git(clone, "worktree", "remove", "--force", str(base_dir))
+        if first.returncode != 0:
+            raise SystemExit(f"detection_power: the first base run failed: {first.stdout[-500:]}")
+        metric, value = memory_metric(json.loads((scratch / "base0.json").read_text()))
+        print(f"base {base[:12]}; memory plant sized on {metric} = {value / 2**20:.1f} MiB", file=sys.stderr)
+        heads = {p: plant_commit(clone, base, p, value) for p in plants}
+        for trial in range(1, args.trials + 1):
+            for plant in plants:
+                for path in paths:
+                    t0 = time.monotonic()
+                    row: dict[str, Any] = {"trial": trial, "plant": plant, "path": path}
+                    try:
+                        row.update(run_path(path, clone, checkouts, base, heads[plant], args, earlier))
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        row["error"] = str(exc)
+                    row["seconds"] = round(time.monotonic() - t0, 1)
+                    results.append(row)
+                    print(f"trial {trial} {plant:<7} {path:<9} -> {row.get('rc', row.get('error'))} "
+                          f"({row['seconds']} s, {time.monotonic() - started:.0f} s in all)", file=sys.stderr)
+                    if args.json:
+                        args.json.write_text(json.dumps({"memory_metric": metric, "memory_bytes": value,
+                                                         "args": {k: str(v) for k, v in vars(args).items()},
+                                                         "trials": results}, indent=1))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    for line in report(results):
+        print(line)
     return 0
 
 
