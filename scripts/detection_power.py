@@ -74,7 +74,8 @@ MEMORY_RETURN = """        return Output(tokens=tokens.tolist())
 """
 
 
-def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
+       timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

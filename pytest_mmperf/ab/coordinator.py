@@ -68,10 +68,14 @@ class ProcessWorker:
 
     def __init__(self, spec: WorkerSpec) -> None:
         self._log = open(spec.log, "w", encoding="utf-8")  # noqa: SIM115 -- closed in stop()
-        self._proc = subprocess.Popen(
-            list(spec.command), cwd=spec.cwd, env=dict(spec.env), stdout=self._log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                list(spec.command), cwd=spec.cwd, env=dict(spec.env), stdout=self._log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise WorkerError(f"{spec.side} worker: cannot start {spec.command[0]}: {exc}") from None
 
     def poll(self) -> int | None:
         return self._proc.poll()
@@ -150,7 +154,12 @@ def _listeners(sockets_dir: Path, specs: Sequence[WorkerSpec]) -> Iterator[dict[
         for spec in specs:
             path = sockets_dir / f"{spec.side}-{spec.repeat}.sock"
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(str(path))
+            try:
+                sock.bind(str(path))
+            except OSError as exc:
+                sock.close()
+                raise WorkerError(f"cannot create the lockstep socket {path} ({exc}); "
+                                  "a shorter TMPDIR helps when the path is too long") from None
             sock.listen(1)
             sock.setblocking(False)
             made[spec.side] = sock
