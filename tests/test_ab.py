@@ -499,3 +499,10 @@ def test_command_and_environment_measure_the_worktree(tmp_path):
                                              lockstep.ENV: "/stray.sock"})
     assert env["PYTHONPATH"].split(":")[0] == str(tmp_path)
     assert env["MMPERF_COMMIT"] == "abc" and "MMPERF_SHARD" not in env and lockstep.ENV not in env
+
+
+def test_the_old_drift_allowance_flag_is_accepted_and_said_to_do_nothing(repo, capsys):
+    commit(repo, "one", STEPS)
+    rc = main(["ab", "--repo", str(repo), "--base", "no-such", "--head", "HEAD", "--drift-allowance", "20%"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--drift-allowance has no effect" in err
