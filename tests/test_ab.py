@@ -10,6 +10,7 @@ identical-commits case asserts that no regression is reported, which the paired 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -439,6 +440,8 @@ def test_end_to_end_a_slower_head_fails_in_lockstep(repo, tmp_path, capsys):
     text = md.read_text()
     assert text.startswith(ab.MARKER) and "❌ regressed" in text
     assert RunDocument.load(out_dir / "head.json").commit == head
+    verdicts = json.loads((out_dir / "ab.json").read_text())
+    assert verdicts["failed"] and {c["metric"] for c in verdicts["comparisons"]} >= {"latency_ms"}
     assert len(list(out_dir.glob("*-?.json"))) == 6
     assert worktree_count(repo) == 1  # only the main worktree is left
 

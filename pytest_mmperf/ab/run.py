@@ -8,6 +8,7 @@ be measured, a pytest usage error, a worker that died or hung), one line on stde
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import sys
@@ -45,6 +46,14 @@ class ABResult:
     @property
     def failed(self) -> bool:
         return bool(self.head_failures or self.drifts or self.regressions)
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdicts as data (``--json-dir``/ab.json)."""
+        return {
+            "base": self.base_sha, "head": self.head_sha, "failed": self.failed,
+            "comparisons": [{"benchmark": c.benchmark, **c.to_json()} for c in self.comparisons],
+            "drifts": self.drifts, "notes": self.notes, "head_failures": self.head_failures,
+        }
 
 
 def _output(rec: BenchmarkRecord | None) -> Any:
@@ -142,8 +151,11 @@ def measure(
     for label, ids in (("base (removed by head?)", base_ids - head_ids), ("head (new)", head_ids - base_ids)):
         if ids:
             notes.append(f"{len(ids)} benchmark(s) only in {label}, not compared: {', '.join(sorted(ids))}")
-    return ABResult(shas["base"], shas["head"], pooled["base"], pooled["head"], comparisons,
-                    output_drifts(runs["base"][0], runs["head"][0]), notes, head_failures)
+    result = ABResult(shas["base"], shas["head"], pooled["base"], pooled["head"], comparisons,
+                      output_drifts(runs["base"][0], runs["head"][0]), notes, head_failures)
+    if options.json_dir:
+        atomic.write_text(options.json_dir.resolve() / "ab.json", json.dumps(result.to_json(), indent=1) + "\n")
+    return result
 
 
 @contextlib.contextmanager
