@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -96,8 +97,8 @@ def env_for(checkout: Path) -> dict[str, str]:
 
 
 def pytest_cmd(select: str, rounds: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", select, "--mmperf", "--mmperf-history=off", "-p", "no:cacheprovider",
-            f"--mmperf-rounds={rounds}", f"--mmperf-max-rounds={rounds}", "-q", *extra]
+    return [sys.executable, "-m", "pytest", *shlex.split(select), "--mmperf", "--mmperf-history=off",
+            "-p", "no:cacheprovider", f"--mmperf-rounds={rounds}", f"--mmperf-max-rounds={rounds}", "-q", *extra]
 
 
 def plant_commit(clone: Path, base: str, name: str, memory_bytes: float) -> str:
@@ -151,11 +152,12 @@ def outcome(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def run_path(path: str, clone: Path, checkouts: Path, base: str, head: str, args: argparse.Namespace,
-             earlier: Path) -> dict[str, Any]:
+             earlier: Path, tag: str) -> dict[str, Any]:
+    """One trial of one path; ``tag`` names its kept files (ab: the verdicts and every document)."""
     if path == "ab":
         cmd = [sys.executable, "-m", "pytest_mmperf.cli", "ab", "--repo", str(clone), "--base", base,
                "--head", head, "--rounds", str(args.rounds), "--repeats", str(args.repeats),
-               f"--pytest-args={args.select}"]
+               f"--pytest-args={args.select}", "--json-dir", str(checkouts.parent / f"ab-{tag}")]
         return outcome(sh(cmd, ROOT, env_for(ROOT)))
     head_dir = checkouts / "head"
     git(clone, "worktree", "add", "-q", "--detach", str(head_dir), head)
@@ -237,7 +239,8 @@ def main() -> int:
                     t0 = time.monotonic()
                     row: dict[str, Any] = {"trial": trial, "plant": plant, "path": path}
                     try:
-                        row.update(run_path(path, clone, checkouts, base, heads[plant], args, earlier))
+                        row.update(run_path(path, clone, checkouts, base, heads[plant], args, earlier,
+                                            f"{plant}-{trial}"))
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         row["error"] = str(exc)
                     row["seconds"] = round(time.monotonic() - t0, 1)
