@@ -53,8 +53,11 @@ class Mmperf:
         probe_factory: Callable[[], Sequence[MemoryProbe]],
         device: str,
         describe: Mapping[str, Any] | None = None,
+        disabled: bool = False,
     ) -> None:
         self.node_id = node_id
+        # pytest-benchmark's --benchmark-disable: every call runs once, unmeasured, no record
+        self.disabled = disabled
         self.settings = settings
         self.context = context  # the RunSession: environment, cached bandwidth, ...
         self.device = device
@@ -102,19 +105,27 @@ class Mmperf:
         d.params.update(params)
 
     # -- measuring -----------------------------------------------------------------------------
-    def _sampler(self, keep_results: bool) -> Sampler:
+    def _sampler(
+        self,
+        keep_results: bool,
+        plan: RoundPlan | None = None,
+        before_round: Callable[[], None] | None = None,
+        after_round: Callable[[], None] | None = None,
+    ) -> Sampler:
         if self._clock is None:
             self._clock = self._clock_factory()
             self._phases = PhaseLog(self._clock)
         assert self._phases is not None
-        plan = RoundPlan(
-            warmup=self.settings.warmup,
-            rounds=self.settings.rounds,
-            max_rounds=self.settings.max_rounds,
-            max_time_s=self.settings.max_time,
-            discard=INSTRUCTION_DISCARD if self.settings.clock == "instructions" else 0,
-        )
-        return Sampler(self._clock, self._probe_factory(), plan, self._phases, keep_results)
+        if plan is None:
+            plan = RoundPlan(
+                warmup=self.settings.warmup,
+                rounds=self.settings.rounds,
+                max_rounds=self.settings.max_rounds,
+                max_time_s=self.settings.max_time,
+                discard=INSTRUCTION_DISCARD if self.settings.clock == "instructions" else 0,
+            )
+        return Sampler(self._clock, self._probe_factory(), plan, self._phases, keep_results,
+                       before_round=before_round, after_round=after_round)
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         """A named phase inside the measured call; a no-op outside measured rounds."""
@@ -128,10 +139,68 @@ class Mmperf:
 
     def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         self._ensure_once()
+        if self.disabled:
+            return fn(*args, **kwargs)
         (arm,) = self._sampler(keep_results=True).run([lambda: fn(*args, **kwargs)])
         self._take(arm, prefix="")
         self.round_results = arm.results
         self._characterize(lambda: fn(*args, **kwargs))
+        return arm.result
+
+    def pedantic(
+        self,
+        target: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        setup: Callable[[], Any] | None = None,
+        teardown: Callable[..., Any] | None = None,
+        rounds: int = 1,
+        warmup_rounds: int = 0,
+        iterations: int = 1,
+    ) -> Any:
+        """pytest-benchmark's ``pedantic``: exactly ``rounds`` measured rounds after
+        ``warmup_rounds``, ``iterations`` calls per round; ``setup`` runs before every round
+        outside the timed region and may return ``(args, kwargs)`` for that round."""
+        for name, value, least in (("rounds", rounds, 1), ("warmup_rounds", warmup_rounds, 0),
+                                   ("iterations", iterations, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"pedantic: {name} must be an integer >= {least}, not {value!r}")
+        if iterations > 1 and setup is not None:
+            raise ValueError("pedantic: setup runs once per round, so iterations must be 1 with a setup")
+        self._ensure_once()
+        fixed_args, fixed_kwargs = tuple(args), dict(kwargs or {})
+        current: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(fixed_args, fixed_kwargs)]
+
+        def prepare() -> None:
+            if setup is None:
+                return
+            made = setup()
+            if made is None:
+                current[0] = (fixed_args, fixed_kwargs)
+                return
+            if fixed_args or fixed_kwargs:
+                raise TypeError("pedantic: setup returned arguments but args or kwargs were given too")
+            new_args, new_kwargs = made
+            current[0] = (tuple(new_args), dict(new_kwargs))
+
+        def finish() -> None:
+            if teardown is not None:
+                teardown(*current[0][0], **current[0][1])
+
+        def call() -> Any:
+            return target(*current[0][0], **current[0][1])
+
+        if self.disabled:
+            prepare()
+            try:
+                return call()
+            finally:
+                finish()
+        plan = RoundPlan(warmup=warmup_rounds, rounds=rounds, max_rounds=rounds, max_time_s=0.0,
+                         iterations=iterations)
+        (arm,) = self._sampler(keep_results=True, plan=plan, before_round=prepare, after_round=finish).run([call])
+        self._take(arm, prefix="")
+        self.round_results = arm.results
         return arm.result
 
     def interleaved(
@@ -143,6 +212,8 @@ class Mmperf:
         ``eager_`` prefix.
         """
         self._ensure_once()
+        if self.disabled:
+            return eager(), optimized()
         eager_arm, opt_arm = self._sampler(keep_results=True).run([eager, optimized])
         self._take_arms(eager_arm, opt_arm)
         self._characterize(optimized)
@@ -259,6 +330,8 @@ class Mmperf:
         stat: str = "median",
     ) -> None:
         """Assert a bound on a metric; the failure names the metric, its value with CI and the bound."""
+        if self.disabled:
+            return  # --benchmark-disable: nothing was measured, nothing to check
         metrics = self.metrics
         if metric not in metrics:
             raise AssertionError(
@@ -273,7 +346,7 @@ class Mmperf:
 
     # -- the record ----------------------------------------------------------------------------
     def to_record(self) -> BenchmarkRecord | None:
-        if not self.measured:
+        if not self.measured or self.disabled:
             return None
         d = self.description
         return BenchmarkRecord(

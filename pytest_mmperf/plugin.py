@@ -7,7 +7,7 @@ this module imports neither torch nor transformers; they load only when ``--mmpe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,6 +16,7 @@ import pytest
 from pytest_mmperf.settings import OPTIONS, Settings, UsageError, resolve
 
 if TYPE_CHECKING:  # the run's modules load only with --mmperf
+    from pytest_mmperf.benchmark_compat import BenchmarkPlugin
     from pytest_mmperf.fixture import Mmperf
     from pytest_mmperf.results.records import BenchmarkRecord
     from pytest_mmperf.session import BenchmarkPlan, RunSession
@@ -31,6 +32,7 @@ PLAN_KEY: pytest.StashKey[BenchmarkPlan] = pytest.StashKey()  # one item's setti
 BENCH_KEY: pytest.StashKey[Mmperf] = pytest.StashKey()  # the fixture object of one item
 RECORD_KEY: pytest.StashKey[BenchmarkRecord] = pytest.StashKey()  # what one item measured
 FACTORY_KEY: pytest.StashKey[Callable[[], Mmperf]] = pytest.StashKey()  # a fresh fixture (--mmperf-confirm)
+COMPAT_KEY: pytest.StashKey[BenchmarkPlugin] = pytest.StashKey()  # with --mmperf when pytest-benchmark is there
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,7 +85,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = session
-    config.pluginmanager.register(_ReportCollector(session), "mmperf-report-collector")
+    config.pluginmanager.register(_ReportCollector(session, config), "mmperf-report-collector")
+    from pytest_mmperf import benchmark_compat
+
+    compat = benchmark_compat.install(config, _attach, MARKER, FIXTURE)
+    if compat is not None:
+        config.stash[COMPAT_KEY] = compat
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -115,7 +122,10 @@ def _run_under_callgrind(config: pytest.Config) -> None:
 
 
 def _is_benchmark(item: pytest.Item) -> bool:
-    return item.get_closest_marker(MARKER) is not None or FIXTURE in getattr(item, "fixturenames", ())
+    if item.get_closest_marker(MARKER) is not None or FIXTURE in getattr(item, "fixturenames", ()):
+        return True
+    # pytest-benchmark's fixture is ours only under --mmperf
+    return COMPAT_KEY in item.config.stash and "benchmark" in getattr(item, "fixturenames", ())
 
 
 def pytest_collection_modifyitems(
@@ -164,14 +174,22 @@ def pytest_xdist_node_collection_finished(node: _Worker, ids: list[str]) -> None
 def mmperf(request: pytest.FixtureRequest) -> Generator[Mmperf, None, None]:
     """Measure a callable: ``result = mmperf(fn, *args)``; see docs/usage.md for phases, checks
     and ``mmperf.interleaved(eager, optimized)``."""
-    run = request.config.stash.get(SESSION_KEY, None)
-    if run is None:
+    if request.config.stash.get(SESSION_KEY, None) is None:
         pytest.skip("pytest-mmperf benchmark: run with --mmperf")
+    compat = request.config.stash.get(COMPAT_KEY, None)
+    yield _attach(request, None, bool(compat and compat.options.disable))
+
+
+def _attach(request: pytest.FixtureRequest, kwargs: Mapping[str, Any] | None, disabled: bool) -> Mmperf:
+    """A fixture.Mmperf for this test, stashed on its item so the hooks below find its record;
+    ``kwargs``: marker keywords to plan it with (None: the plan made at collection)."""
     from pytest_mmperf.fixture import Mmperf
     from pytest_mmperf.measure.clocks import make_clock
     from pytest_mmperf.measure.memory import make_probes
 
-    plan = request.node.stash.get(PLAN_KEY, None)
+    run = request.config.stash[SESSION_KEY]
+    # the mmperf fixture's plan comes from collection; pytest-benchmark's marker is translated
+    plan = request.node.stash.get(PLAN_KEY, None) if kwargs is None else run.plan(kwargs)
     if plan is None:  # the fixture was requested dynamically (getfixturevalue): not planned at collection
         marker = request.node.get_closest_marker(MARKER)
         plan = run.plan(dict(marker.kwargs) if marker else {})
@@ -188,12 +206,13 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Mmperf, None, None]:
             probe_factory=lambda: make_probes(run.device),
             device=run.device,
             describe=describe,
+            disabled=disabled,
         )
 
     bench = make()
     request.node.stash[BENCH_KEY] = bench
     request.node.stash[FACTORY_KEY] = make  # a fresh one for --mmperf-confirm reruns
-    yield bench
+    return bench
 
 
 @pytest.hookimpl(wrapper=True)
@@ -252,22 +271,55 @@ def pytest_runtest_makereport(
 
 class _ReportCollector:
     """Collects benchmark records and verdicts from reports: on the xdist controller these
-    arrive from the workers; in a single process from this process's own tests."""
+    arrive from the workers; in a single process from this process's own tests. Prints the
+    live progress line of each (not on an xdist worker: the controller does)."""
 
-    def __init__(self, run: RunSession) -> None:
+    def __init__(self, run: RunSession, config: pytest.Config) -> None:
+        import time
+
+        from pytest_mmperf.report.progress import Progress
+
         self.run = run
+        self.config = config
+        self.progress = Progress(started_s=time.monotonic())
+        self.pending: set[str] = set()  # benchmarks selected to run, for the ETA
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # after -k/-m deselection; tests skipped by a marker will not run
+        self.pending = {item.nodeid for item in session.items
+                        if _is_benchmark(item) and item.get_closest_marker("skip") is None}
+        self.progress.total = len(self.pending) or None
+
+    @pytest.hookimpl(trylast=True)  # after the terminal reporter wrote this test's status
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        measured = any(key == RECORD_PROPERTY for key, _ in report.user_properties)
+        if report.nodeid in self.pending and (report.skipped or (report.failed and not measured)):
+            # skipped while running (a lever this device lacks) or broken: it will not finish
+            self.pending.discard(report.nodeid)
+            if self.progress.total:
+                self.progress.total -= 1
         if report.when != "call":
             return
         from pytest_mmperf.judge.verdict import Verdict
         from pytest_mmperf.results.records import BenchmarkRecord
 
+        record = verdict = None
         for key, value in report.user_properties:
             if key == RECORD_PROPERTY:
-                self.run.add(BenchmarkRecord.from_json(json.loads(str(value))))
+                record = BenchmarkRecord.from_json(json.loads(str(value)))
+                self.run.add(record)
             elif key == VERDICT_PROPERTY:
-                self.run.verdicts.append(Verdict(**json.loads(str(value))))
+                verdict = Verdict(**json.loads(str(value)))
+                self.run.verdicts.append(verdict)
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if record is None or tr is None or hasattr(self.config, "workerinput"):
+            return
+        import time
+
+        tr.ensure_newline()
+        if getattr(getattr(tr, "_tw", None), "width_of_current_line", 0):
+            tr.write("\n")  # under -q the status characters have no file-name line to end
+        tr.write_line(self.progress.line(record, verdict.details if verdict else None, time.monotonic()))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -279,7 +331,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     try:
         run.messages.extend(run.finish())
-    except OutputError as exc:
+        compat = config.stash.get(COMPAT_KEY, None)
+        if compat is not None:
+            from pytest_mmperf.benchmark_compat import write_outputs
+
+            run.messages.extend(write_outputs(compat, run.document()))
+    except (OutputError, OSError, ValueError) as exc:
         run.messages.append(f"ERROR {exc}")
         if session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

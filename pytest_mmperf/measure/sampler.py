@@ -31,6 +31,9 @@ class RoundPlan:
     rounds: int = 7  # minimum measured rounds
     max_rounds: int = 50
     max_time_s: float = 3.0  # keep measuring past ``rounds`` while under this budget
+    # calls per timed round (pytest-benchmark's ``iterations``): for calls too short for one
+    # clock reading; every per-round time is divided by it
+    iterations: int = 1
     # Rounds run exactly like measured ones after the warm-up, then thrown away: they warm the
     # harness's own code (phase marks, clock reads), which warm-up calls do not run. The
     # instruction clock counts that code, and Python specializes it over its first executions.
@@ -100,12 +103,18 @@ class Sampler:
         plan: RoundPlan,
         phases: PhaseLog | None = None,
         keep_results: bool = False,
+        before_round: Callable[[], None] | None = None,
+        after_round: Callable[[], None] | None = None,
     ) -> None:
         self.clock = clock
         self.probes = list(probes)
         self.plan = plan
         self.phases = phases or PhaseLog(clock)
         self.keep_results = keep_results
+        # untimed work around every call, warm-up included (pytest-benchmark's setup/teardown):
+        # outside the timed region and before the memory probes are reset
+        self.before_round = before_round
+        self.after_round = after_round
 
     def run(self, arms: Sequence[Callable[[], Any]]) -> list[ArmSamples]:
         if not arms:
@@ -132,6 +141,8 @@ class Sampler:
 
     def _warm_up(self, arm: Callable[[], Any], acc: ArmSamples) -> None:
         for i in range(self.plan.warmup):
+            if self.before_round is not None:
+                self.before_round()
             self.clock.synchronize()
             t0 = self.clock.now_ns()
             acc.result = arm()
@@ -139,10 +150,14 @@ class Sampler:
             if i == 0:
                 # the first call includes compilation, autotuning and lazy allocation
                 acc.samples["first_call_ms"].append((self.clock.now_ns() - t0) / 1e6)
+            if self.after_round is not None:
+                self.after_round()
 
     def _round(self, arm: Callable[[], Any], acc: ArmSamples) -> None:
         # No gc.collect() per round: with torch models it costs 40-80 ms a round here. The
         # collector is off inside the timed call and runs between rounds as it would anyway.
+        if self.before_round is not None:
+            self.before_round()
         for probe in self.probes:
             probe.reset()
         self.phases.drain()
@@ -154,6 +169,8 @@ class Sampler:
             t0 = self.clock.now_ns()
             start = self.clock.mark()
             result = arm()
+            for _ in range(self.plan.iterations - 1):
+                result = arm()
             end = self.clock.mark()
             self.clock.synchronize()
             t1 = self.clock.now_ns()
@@ -164,15 +181,16 @@ class Sampler:
         acc.result = result
         if self.keep_results:
             acc.results.append(result)
+        per_call = float(self.plan.iterations)
         whole = self.clock.interval(start, end)
         if whole.instructions is not None:
             # instruction clock: counts replace times (wall time under valgrind means nothing)
-            acc.samples["latency_instructions"].append(whole.instructions)
+            acc.samples["latency_instructions"].append(whole.instructions / per_call)
         else:
-            acc.samples["latency_ms"].append((t1 - t0) / 1e6)
+            acc.samples["latency_ms"].append((t1 - t0) / 1e6 / per_call)
         if whole.device_ms is not None:
-            acc.samples["latency_device_ms"].append(whole.device_ms)
-            acc.samples["latency_host_ms"].append(whole.host_ms)
+            acc.samples["latency_device_ms"].append(whole.device_ms / per_call)
+            acc.samples["latency_host_ms"].append(whole.host_ms / per_call)
         for name, a, b in self.phases.drain():
             iv = self.clock.interval(a, b)
             metric = phase_metric(name)
@@ -186,3 +204,5 @@ class Sampler:
         for probe in self.probes:
             for key, value in probe.read().items():
                 acc.samples[key].append(value)
+        if self.after_round is not None:
+            self.after_round()
