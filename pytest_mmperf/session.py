@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,9 +144,13 @@ class RunSession:
 
     # -- end -----------------------------------------------------------------------------------
     def document(self) -> RunDocument:
+        # each record carries its verdict (the last one: a confirmation rerun's), so the report
+        # and the PR summary can lead with what changed
+        verdicts = {v.benchmark: v.to_json() for v in self.verdicts}
+        records = [replace(r, verdict=verdicts[r.id]) if r.id in verdicts else r for r in self.records]
         return RunDocument(
             environment=self.environment,
-            benchmarks=tuple(sorted(self.records, key=lambda r: r.id)),
+            benchmarks=tuple(sorted(records, key=lambda r: r.id)),
             commit=self.commit,
             branch=self.branch,
             created=self.started.isoformat(timespec="seconds"),

@@ -14,3 +14,8 @@ class Verdict:
     failed: bool
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``verdict`` field of this benchmark in the results document."""
+        return {"category": self.details.get("category", "inconclusive"), "failed": self.failed,
+                "message": self.message, **{k: v for k, v in self.details.items() if k != "category"}}

@@ -1,6 +1,7 @@
 """Live progress: one line per finished benchmark while the session runs.
 
-    [3/12] test_llm.py::test_llm[stack]  latency 41.2 ms · tokens/s 388 · speedup 1.62× [1.55..1.70] · unchanged  (elapsed 1m04s, ETA 3m12s)
+    [3/12] test_llm[stack]  latency 41.2 ms · tokens/s 388 · speedup 1.62× [1.55..1.70] · unchanged
+           (on one line) (elapsed 1m04s, ETA 3m12s)
 
 The ETA is the mean time per finished benchmark times the benchmarks left (known when the
 session collected them; under pytest-xdist the controller does not collect, so no ETA there).
@@ -25,7 +26,7 @@ MAX_SHOWN = 3
 def duration_text(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:

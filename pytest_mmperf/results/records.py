@@ -186,12 +186,15 @@ class BenchmarkRecord:
     params: Mapping[str, Any] = field(default_factory=dict)  # facts: parameters, threads, ...
     profile: Mapping[str, Any] | None = None  # operator-class shares (--mmperf-profile)
     roofline: Mapping[str, Any] | None = None
+    # what the comparison with the baseline said (--mmperf-compare): category, failed, message,
+    # the per-metric comparisons; None when the run was not compared
+    verdict: Mapping[str, Any] | None = None
 
     def metric(self, name: str) -> MetricRecord | None:
         return self.metrics.get(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "workload": self.workload,
             "task": self.task,
@@ -206,6 +209,9 @@ class BenchmarkRecord:
             "profile": json_safe(dict(self.profile)) if self.profile is not None else None,
             "roofline": json_safe(dict(self.roofline)) if self.roofline is not None else None,
         }
+        if self.verdict is not None:
+            out["verdict"] = json_safe(dict(self.verdict))
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> BenchmarkRecord:
@@ -232,6 +238,7 @@ class BenchmarkRecord:
             params=d.get("params") or {},
             profile=d.get("profile"),
             roofline=d.get("roofline"),
+            verdict=d.get("verdict") if isinstance(d.get("verdict"), dict) else None,
         )
 
 
