@@ -71,3 +71,70 @@ def test_report_renders_offline_without_errors(tmp_path: Path) -> None:
     assert all(n >= 1 for n in svgs_per_figure), svgs_per_figure
     assert bars > 0  # the speedup, baseline, phase and operator-class bars were drawn
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def _planted_regression(tmp_path: Path) -> tuple[str, str]:
+    """A history whose newest run has one benchmark 60% slower; the report with its baseline."""
+    from dataclasses import replace
+
+    from history_data import make_doc
+
+    from pytest_mmperf.results.records import MetricRecord
+
+    slow = "suites/test_llm.py::test_llm[sdpa]"
+    docs = history_docs(5)
+    newest = docs[-1]
+    benches = []
+    for b in newest.benchmarks:
+        if b.id == slow:
+            lat = b.metrics["latency_ms"]
+            metrics = dict(b.metrics, latency_ms=MetricRecord.from_samples("latency_ms", [v * 1.6 for v in lat.samples]))
+            b = replace(b, metrics=metrics)
+        benches.append(b)
+    docs[-1] = newest.with_benchmarks(benches)
+    with open_store("sqlite:///h.db", tmp_path) as store:
+        for doc in docs:
+            store.record_run(doc)
+        view = model.collect(store)
+    page_html = html.render(view, make_doc("base" + "0" * 36, seed=99))
+    report = tmp_path / "report.html"
+    report.write_text(page_html, encoding="utf-8")
+    return report.as_uri(), slow
+
+
+def test_first_screen_lists_the_planted_regression(tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    uri, slow = _planted_regression(tmp_path)
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(uri, wait_until="load")
+            first_screen = page.evaluate(
+                """() => Array.from(document.querySelectorAll('#verdict-table tbody tr'))
+                       .filter(tr => { const r = tr.getBoundingClientRect();
+                                       return r.height > 0 && r.bottom <= window.innerHeight; })
+                       .map(tr => tr.className + ' ' + tr.innerText)"""
+            )
+            counts = page.inner_text("#verdict-counts")
+            unchanged_open = page.evaluate("document.getElementById('unchanged').open")
+            page.select_option("#filter-workload", "speech")
+            regressed_shown = page.evaluate(
+                "Array.from(document.querySelectorAll('tr.verdict-regressed')).filter(tr => tr.offsetParent).length"
+            )
+            page.select_option("#filter-workload", "")
+            page.select_option("#filter-metric", "latency_ms")
+            after_metric = page.evaluate(
+                "Array.from(document.querySelectorAll('tr.verdict-regressed')).filter(tr => tr.offsetParent).length"
+            )
+        finally:
+            browser.close()
+    assert errors == []
+    short = slow.split("::", 1)[1]
+    assert any(row.startswith("verdict-regressed") and short in row for row in first_screen), first_screen
+    assert counts.startswith("1 regressed")
+    assert unchanged_open is False  # unchanged rows are collapsed
+    assert regressed_shown == 0  # the llm regression is filtered out when looking at speech
+    assert after_metric == 1
