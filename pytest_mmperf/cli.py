@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "ab",
     "speedups",
     "phases",
+    "doctor",
 )
 
 

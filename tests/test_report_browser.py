@@ -88,7 +88,8 @@ def _planted_regression(tmp_path: Path) -> tuple[str, str]:
     for b in newest.benchmarks:
         if b.id == slow:
             lat = b.metrics["latency_ms"]
-            metrics = dict(b.metrics, latency_ms=MetricRecord.from_samples("latency_ms", [v * 1.6 for v in lat.samples]))
+            slower = MetricRecord.from_samples("latency_ms", [v * 1.6 for v in lat.samples])
+            metrics = dict(b.metrics, latency_ms=slower)
             b = replace(b, metrics=metrics)
         benches.append(b)
     docs[-1] = newest.with_benchmarks(benches)

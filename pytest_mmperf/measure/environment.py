@@ -14,7 +14,7 @@ from typing import Any
 from pytest_mmperf.measure.memory.nvml import NvmlLookupError, persistence_mode, resolve, visible_entry
 from pytest_mmperf.results.fingerprint import COMPARABLE_KEYS, differences, fingerprint
 
-__all__ = ["COMPARABLE_KEYS", "collect", "differences", "fingerprint", "git_commit"]
+__all__ = ["COMPARABLE_KEYS", "collect", "cpu_facts", "differences", "fingerprint", "git_commit", "gpu_noise_facts"]
 
 
 def _cpu_model() -> str:
@@ -120,7 +120,10 @@ def collect(device: str, clock: str = "time") -> dict[str, Any]:
         "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
     }
     env.update(_gpu_facts())
-    if device != "cuda":
+    env.update(cpu_facts())
+    if device == "cuda":
+        env.update({k: v for k, v in gpu_noise_facts().items() if k not in env})
+    else:
         # a GPU on the machine does not matter to CPU runs; keep it informative only
         for key in ("gpu_count", "gpu_memory_bytes", "gpu_power_limit_w", "mig_mode", "gpu_persistence_mode"):
             if key in env:
@@ -169,3 +172,94 @@ def clock_facts(clock: str) -> dict[str, Any]:
         facts["aslr"] = os.environ.get("MMPERF_ASLR", "on")
         facts["python_hash_seed"] = os.environ.get("PYTHONHASHSEED")
     return facts
+
+
+# -- what makes measurements noisy: recorded in the environment, checked by `mmperf doctor` ------
+# Informational keys: not in COMPARABLE_KEYS, so they never change the fingerprint.
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, else the platform's)."""
+    return _cpu_model()
+
+
+class SystemFiles:
+    """Reads /proc and /sys; tests pass a fake with the same two methods."""
+
+    def read(self, path: str) -> str | None:
+        try:
+            return Path(path).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return None
+
+    def glob(self, pattern: str) -> list[str]:
+        import glob
+
+        return sorted(glob.glob(pattern))
+
+
+def cpu_facts(files: SystemFiles | None = None) -> dict[str, Any]:
+    """CPU frequency governor and boost, load, SMT, temperature, valgrind and thread settings;
+    a value is None where this machine does not expose it (VMs and containers often do not)."""
+    import shutil
+
+    fs = files or SystemFiles()
+    governors = [g for p in fs.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")
+                 if (g := fs.read(p))]
+    boost = fs.read("/sys/devices/system/cpu/cpufreq/boost")
+    no_turbo = fs.read("/sys/devices/system/cpu/intel_pstate/no_turbo")
+    if boost in ("0", "1"):
+        boost_on: bool | None = boost == "1"
+    elif no_turbo in ("0", "1"):
+        boost_on = no_turbo == "0"
+    else:
+        boost_on = None
+    loadavg = (fs.read("/proc/loadavg") or "").split()
+    temps = []
+    for p in fs.glob("/sys/class/thermal/thermal_zone*/temp"):
+        raw = fs.read(p)
+        if raw and raw.lstrip("-").isdigit():
+            temps.append(int(raw) / 1000.0)  # millidegrees Celsius
+    smt = fs.read("/sys/devices/system/cpu/smt/active")
+    return {
+        "cpu_governors": sorted(set(governors)) or None,
+        "cpu_boost": boost_on,
+        "load_avg_1m": float(loadavg[0]) if loadavg else None,
+        "cpu_temperature_max_c": max(temps) if temps else None,
+        "smt_active": smt == "1" if smt in ("0", "1") else None,
+        "valgrind": shutil.which("valgrind"),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def gpu_noise_facts() -> dict[str, Any]:
+    """NVML facts that make GPU timings noisy: persistence mode, current vs maximum clocks,
+    throttle reasons, temperature and the other processes on the GPU; {} without NVML or GPU."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        if not pynvml.nvmlDeviceGetCount():
+            return {}
+        h = pynvml.nvmlDeviceGetHandleByIndex(_visible_index())
+    except Exception:  # no driver, no library, no device: nothing to check
+        return {}
+    me = os.getpid()
+    queries = {
+        "gpu_persistence_mode": lambda: bool(pynvml.nvmlDeviceGetPersistenceMode(h)),
+        "gpu_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+        "gpu_sm_clock_max_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
+        "gpu_temperature_c": lambda: pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
+        "gpu_throttle_reasons": lambda: int(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)),
+        "mig_mode": lambda: pynvml.nvmlDeviceGetMigMode(h)[0],
+        "gpu_other_processes": lambda: sorted(
+            int(p.pid) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h) if int(p.pid) != me
+        ),
+    }
+    out: dict[str, Any] = {}
+    for key, query in queries.items():
+        try:
+            out[key] = query()
+        except Exception:  # not supported on this GPU or driver
+            out[key] = None
+    return out

@@ -295,9 +295,10 @@ def render(view: HistoryView, baseline: RunDocument | None = None, *, title: str
             ]
             for t, cp in cps
         ]
-        attrs = [_filter_attrs(t.series.workload or "-", "+".join(t.series.optimizations) or "eager",
-                               [t.series.metric]) for t, _ in cps]
-        page.add(_table(["benchmark", "metric", "first run after", "median", "change", "kind", "p"], cells, attrs))
+        cp_attrs = [_filter_attrs(t.series.workload or "-", "+".join(t.series.optimizations) or "eager",
+                                  [t.series.metric]) for t, _ in cps]
+        page.add(_table(["benchmark", "metric", "first run after", "median", "change", "kind", "p"], cells,
+                        cp_attrs))
     else:
         page.add('<p class="note">No change point in any series.</p>')
 
@@ -310,9 +311,9 @@ def render(view: HistoryView, baseline: RunDocument | None = None, *, title: str
         trends = by_bench[bench]
         rec = records.get(bench)
         s0 = trends[0].series
-        attrs = _filter_attrs(verdicts.workload(rec) if rec else (s0.workload or "-"),
+        block = _filter_attrs(verdicts.workload(rec) if rec else (s0.workload or "-"),
                               "+".join(s0.optimizations) or "eager", [t.series.metric for t in trends])
-        page.add(f'<div class="bench"{attrs}>')
+        page.add(f'<div class="bench"{block}>')
         page.figure(figures.history(bench, trends))
         page.add("</div>")
 

@@ -1,7 +1,8 @@
 """A Markdown summary of a run, for a PR comment or ``$GITHUB_STEP_SUMMARY`` (``--mmperf-markdown``).
 
-Without a gate: the results table. With one: the verdict counts, regressions first, and the
-comparison of every benchmark. Benchmark ids and every other user-provided text are escaped, so an
+Without a gate: the results table. With one: the verdict counts, then what changed (regressions,
+output drift, improvements, inconclusive) in a table, the unchanged benchmarks and the full
+results table in collapsed ``<details>`` sections. Benchmark ids and every other user-provided text are escaped, so an
 id such as ``test_x[a|b*]`` cannot break the table or the emphasis.
 """
 
@@ -19,7 +20,7 @@ from pytest_mmperf.results.records import RunDocument
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what can start emphasis, code, links, HTML, cells
 KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "peak_rss_bytes")
-ICONS = {"regressed": "🔴", "improved": "🟢", "unchanged": "⚪", "inconclusive": "🟡"}
+ICONS = {"regressed": "🔴", "drift": "🟠", "improved": "🟢", "inconclusive": "🟡", "unchanged": "⚪"}
 
 
 def escape(text: Any) -> str:
@@ -57,10 +58,14 @@ def render(doc: RunDocument, verdicts: Sequence[Verdict], gate: Gate | None) -> 
     if env.get("torch_version"):
         facts.append(f"torch {escape(env['torch_version'])}")
     out += [", ".join(facts), ""]
+    results = [*_results_table(doc), "",
+               "_Medians; speedup = eager / optimized latency with its CI, rounds interleaved._", ""]
     if gate is not None:
+        # what changed leads; the full results table stays one click away
         out += _comparison(verdicts, gate)
-    out += ["### Results", "", *_results_table(doc), "",
-            "_Medians; speedup = eager / optimized latency with its CI, rounds interleaved._", ""]
+        out += ["<details>", "<summary>All results</summary>", "", *results, "</details>", ""]
+    else:
+        out += ["### Results", "", *results]
     return "\n".join(out)
 
 
@@ -74,16 +79,40 @@ def _comparison(verdicts: Sequence[Verdict], gate: Gate) -> list[str]:
         out.append("")
     counts: dict[str, int] = {k: 0 for k in ICONS}
     for v in verdicts:
-        cat = str(v.details.get("category", "inconclusive"))
+        cat = _category(v)
         counts[cat] = counts.get(cat, 0) + 1
     out.append(" · ".join(f"{ICONS.get(k, '')} {n} {k}" for k, n in counts.items()))
     out.append("")
     if not verdicts:
         return out
-    order = {"regressed": 0, "inconclusive": 1, "improved": 2, "unchanged": 3}
-    out += [_row(["benchmark", "verdict", "details"]), _row(["---", "---", "---"])]
-    for v in sorted(verdicts, key=lambda v: (order.get(str(v.details.get("category")), 9), v.benchmark)):
-        cat = str(v.details.get("category", "inconclusive"))
+    ordered = sorted(verdicts, key=lambda v: (ORDER.index(_category(v)) if _category(v) in ORDER else 9, v.benchmark))
+    changed = [v for v in ordered if _category(v) != "unchanged"]
+    same = [v for v in ordered if _category(v) == "unchanged"]
+    if changed:
+        out += _verdict_rows(changed)
+    else:
+        out += ["No benchmark changed.", ""]
+    if same:
+        # GitHub renders Markdown inside <details> when blank lines surround it
+        out += ["<details>", f"<summary>{len(same)} unchanged benchmark(s)</summary>", "",
+                *_verdict_rows(same), "</details>", ""]
+    return out
+
+
+ORDER = ("regressed", "drift", "improved", "inconclusive", "unchanged")
+
+
+def _category(v: Verdict) -> str:
+    """The gate's category; output drift is shown as its own."""
+    if v.details.get("drift"):
+        return "drift"
+    return str(v.details.get("category", "inconclusive"))
+
+
+def _verdict_rows(verdicts: Sequence[Verdict]) -> list[str]:
+    out = [_row(["benchmark", "verdict", "details"]), _row(["---", "---", "---"])]
+    for v in verdicts:
+        cat = _category(v)
         detail = v.message if v.failed else detail_text(v)
         out.append(_row([escape(v.benchmark), f"{ICONS.get(cat, '')} {cat}", escape(detail)]))
     out.append("")

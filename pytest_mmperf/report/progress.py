@@ -48,7 +48,7 @@ class Progress:
             self.seen.add(record.id)
             self.done += 1
         elapsed = max(0.0, now_s - self.started_s)
-        parts = []
+        parts: list[str] = []
         for name in SHOWN_METRICS:
             m = record.metrics.get(name)
             if m is not None and len(parts) < MAX_SHOWN:
