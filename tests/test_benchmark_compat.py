@@ -196,3 +196,25 @@ def test_progress_line_per_benchmark_under_q(pytester):
         "*[[]?/4] test_pedantic  latency * ms*",
         "*[[]4/4] test_native  latency * ms*(elapsed *)",
     ])
+
+
+def test_pytest_benchmark_tests_go_through_baseline_gate_and_history(pytester):
+    from pytest_mmperf.history import open_store
+
+    pytester.makepyfile(test_pb=PB_SUITE)
+    # fresh processes (a process's peak RSS grows over in-process runs), absolute timings reported
+    # only (this machine is shared): what is gated is the benchmarks' memory
+    run = ["--mmperf", "--mmperf-rounds=5", "--mmperf-max-time=0.1", "--mmperf-history=sqlite:///h.db",
+           "--mmperf-absolute=report"]
+    saved = pytester.runpytest_subprocess(*run, "--mmperf-save-baseline")
+    saved.assert_outcomes(passed=5)
+    compared = pytester.runpytest_subprocess(*run, "--mmperf-compare", "--mmperf-json=r.json")
+    compared.assert_outcomes(passed=5)
+    compared.stdout.fnmatch_lines(["*pytest-mmperf comparison: 4 benchmark(s)*"])
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert all(b.get("verdict", {}).get("category") for b in doc["benchmarks"])
+    with open_store("sqlite:///h.db", pytester.path) as store:
+        runs = store.runs()
+        assert len(runs) == 2
+        ids = {b.id.split("::")[-1] for b in store.load_run(runs[-1].id).benchmarks}
+    assert {"test_call", "test_pedantic", "test_marker_group"} <= ids
