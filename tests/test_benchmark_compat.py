@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+# loaded before any in-process pytester run: a run restores sys.modules afterwards, and
+# SQLAlchemy cannot be imported a second time in one process (conftest.py does the same for torch)
+import pytest_mmperf.history.sql  # noqa: F401
 from pytest_mmperf.benchmark_compat import marker_keywords
+from pytest_mmperf.history import open_store
 
 pytest_plugins = ["pytester"]
 
@@ -199,8 +203,6 @@ def test_progress_line_per_benchmark_under_q(pytester):
 
 
 def test_pytest_benchmark_tests_go_through_baseline_gate_and_history(pytester):
-    from pytest_mmperf.history import open_store
-
     pytester.makepyfile(test_pb=PB_SUITE)
     # fresh processes (a process's peak RSS grows over in-process runs), absolute timings reported
     # only (this machine is shared): what is gated is the benchmarks' memory
