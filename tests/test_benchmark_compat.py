@@ -164,8 +164,11 @@ def test_pytest_benchmark_compare_reads_our_saved_run(pytester):
     pytester.makepyfile(test_pb=PB_SUITE)
     storage = f"file://{pytester.path / 'store'}"
     result = pytester.runpytest("--mmperf", *FAST, "--benchmark-save=mmperf", f"--benchmark-storage={storage}",
-                                "--mmperf-benchmark-json=pb.json")
+                                "--mmperf-benchmark-json=pb.json", "--benchmark-json=own.json")
     result.assert_outcomes(passed=5)
+    # pytest-benchmark's own --benchmark-json under --mmperf writes the same export
+    assert {b["name"] for b in json.loads((pytester.path / "own.json").read_text())["benchmarks"]} == {
+        "test_call", "test_pedantic", "test_marker_group", "test_native"}
     saved = sorted((pytester.path / "store").rglob("0001_mmperf.json"))
     assert len(saved) == 1
     data = json.loads(saved[0].read_text())
