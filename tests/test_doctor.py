@@ -75,7 +75,7 @@ def test_quiet_machine_has_no_warnings():
 
 
 def test_gpu_findings():
-    gpu = {"gpu_persistence_mode": False, "gpu_sm_clock_mhz": 1980, "gpu_sm_clock_max_mhz": 1980,
+    gpu = {"gpu_persistence_mode": "disabled", "gpu_sm_clock_mhz": 1980, "gpu_sm_clock_max_mhz": 1980,
            "gpu_throttle_reasons": 0x40, "gpu_temperature_c": 84, "mig_mode": 1, "gpu_other_processes": [7, 9]}
     found = _by_check(doctor.gpu_findings(gpu))
     persistence = found["GPU persistence mode"]

@@ -121,11 +121,11 @@ def gpu_findings(facts: Mapping[str, Any]) -> list[Finding]:
     if not facts:
         return [Finding(INFO, "GPU", "no NVIDIA GPU visible through NVML (CPU measurements only)")]
     out: list[Finding] = []
-    pm = facts.get("gpu_persistence_mode")
-    if pm is False:
+    pm = facts.get("gpu_persistence_mode")  # "enabled" / "disabled" / None (NVML cannot say)
+    if pm == "disabled":
         out.append(Finding(WARN, "GPU persistence mode", "off: the driver re-initializes between processes",
                            "sudo nvidia-smi -pm 1"))
-    elif pm:
+    elif pm == "enabled":
         out.append(Finding(OK, "GPU persistence mode", "on"))
     sm, sm_max = facts.get("gpu_sm_clock_mhz"), facts.get("gpu_sm_clock_max_mhz")
     if sm is not None and sm_max:

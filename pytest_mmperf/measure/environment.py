@@ -241,19 +241,20 @@ def gpu_noise_facts() -> dict[str, Any]:
         pynvml.nvmlInit()
         if not pynvml.nvmlDeviceGetCount():
             return {}
-        h = pynvml.nvmlDeviceGetHandleByIndex(_visible_index())
+        device = resolve(pynvml, visible_entry())
     except Exception:  # no driver, no library, no device: nothing to check
         return {}
     me = os.getpid()
+    gpu = device.gpu  # clocks, temperature and throttling belong to the whole GPU (a MIG slice's parent)
     queries = {
-        "gpu_persistence_mode": lambda: bool(pynvml.nvmlDeviceGetPersistenceMode(h)),
-        "gpu_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
-        "gpu_sm_clock_max_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
-        "gpu_temperature_c": lambda: pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
-        "gpu_throttle_reasons": lambda: int(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)),
-        "mig_mode": lambda: pynvml.nvmlDeviceGetMigMode(h)[0],
+        "gpu_persistence_mode": lambda: persistence_mode(pynvml, device),
+        "gpu_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(gpu, pynvml.NVML_CLOCK_SM),
+        "gpu_sm_clock_max_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(gpu, pynvml.NVML_CLOCK_SM),
+        "gpu_temperature_c": lambda: pynvml.nvmlDeviceGetTemperature(gpu, pynvml.NVML_TEMPERATURE_GPU),
+        "gpu_throttle_reasons": lambda: int(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(gpu)),
+        "mig_mode": lambda: pynvml.nvmlDeviceGetMigMode(gpu)[0],
         "gpu_other_processes": lambda: sorted(
-            int(p.pid) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h) if int(p.pid) != me
+            int(p.pid) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(device.handle) if int(p.pid) != me
         ),
     }
     out: dict[str, Any] = {}
