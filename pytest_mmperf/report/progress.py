@@ -19,7 +19,7 @@ from pytest_mmperf.judge.checks import format_value
 from pytest_mmperf.report.summary import short_id
 from pytest_mmperf.results.records import BenchmarkRecord
 
-SHOWN_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes")
+SHOWN_METRICS = ("latency_ms", "latency_instructions", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes")
 MAX_SHOWN = 3
 
 
