@@ -170,10 +170,11 @@ import torch
 
 def test_chain(mmperf):
     torch.manual_seed(0)
-    net = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(4)])
-    x = torch.randn(2, 64)
+    # large enough that the harness's own few thousand instructions per mark are noise-free
+    net = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(6)])
+    x = torch.randn(4, 256)
     extra = int(__import__("os").environ.get("EXTRA_LAYERS", "0"))
-    more = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(extra)])
+    more = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(extra)])
 
     def run():
         with torch.inference_mode():
