@@ -67,6 +67,7 @@ class RunSession:
         self.gate: Gate | None = None  # when --mmperf-compare
         self.messages: list[str] = []  # one-line notes for the terminal summary
         self._bandwidth_gbps: float | None = settings.bandwidth_gbps
+        self._peak_tflops: float | None = None
 
     def bandwidth_gbps(self) -> float:
         """Memory bandwidth for the roofline: configured, or measured once per session."""
@@ -76,6 +77,15 @@ class RunSession:
             self._bandwidth_gbps = measure_bandwidth_gbps(self.device)
             self.environment["measured_bandwidth_gbps"] = round(self._bandwidth_gbps, 2)
         return self._bandwidth_gbps
+
+    def peak_tflops(self) -> float:
+        """Peak matmul FLOP/s for the roofline's memory/compute verdict, measured once per session."""
+        if self._peak_tflops is None:
+            from pytest_mmperf.measure.roofline import measure_peak_tflops
+
+            self._peak_tflops = measure_peak_tflops(self.device)
+            self.environment["measured_peak_tflops"] = round(self._peak_tflops, 4)
+        return self._peak_tflops
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:

@@ -125,6 +125,23 @@ def _metric_thresholds(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(pairs)
 
 
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """``1,4,16`` -> (1, 4, 16): distinct positive sizes in the given order; empty = default."""
+    sizes: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            size = int(part)
+        except ValueError:
+            raise ValueError("must be positive integers separated by commas, e.g. 1,4,16") from None
+        if size < 1:
+            raise ValueError("must be positive integers separated by commas, e.g. 1,4,16")
+        if size not in sizes:
+            sizes.append(size)
+    return tuple(sizes)
+
+
 def _text(text: str) -> str:
     return str(text)
 
@@ -226,6 +243,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("bandwidth_gbps", "--mmperf-bandwidth",
                "memory bandwidth in GB/s for the roofline (default: measured once per environment)",
                _positive_float, None, metavar="GBPS"),
+    OptionSpec("batch", "--mmperf-batch",
+               "batch sizes for the bundled suites, e.g. 1,4,16: one benchmark per size "
+               "(default: each workload's own)", batch_sizes, (), metavar="N[,N...]"),
     OptionSpec("shard", "--mmperf-shard", "run only shard I of N of the benchmarks (CI matrices)",
                _shard, None, metavar="I/N"),
 )
@@ -262,6 +282,7 @@ class Settings:
     profile: bool = False
     bandwidth_gbps: float | None = None
     shard: tuple[int, int] | None = None
+    batch: tuple[int, ...] = ()  # () = each workload's own batch size
 
     def for_benchmark(self, marker_kwargs: Mapping[str, Any]) -> Settings:
         """Settings for one benchmark: marker keywords override the session's."""

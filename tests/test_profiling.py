@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pytest_mmperf.measure.profiling import OP_CLASSES, classify, profile_call, shares
-from pytest_mmperf.measure.roofline import measure_bandwidth_gbps, roofline
+from pytest_mmperf.measure.roofline import measure_bandwidth_gbps, measure_peak_tflops, roofline
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,15 @@ def test_roofline_floor_and_fraction():
 
 def test_bandwidth_is_measured():
     assert measure_bandwidth_gbps("cpu", megabytes=16, repeats=2) > 0.1
+
+
+def test_compute_bound_verdict_above_the_ridge_point():
+    # ridge = 100 TFLOP/s / 400 GB/s = 250 FLOP/byte; a step at 1000 FLOP/byte is compute-bound
+    r = roofline(bytes_per_step=1e6, flops_per_step=1e9, step_ms=1.0, bandwidth_gbps=400.0, peak_tflops=100)
+    assert r["ridge_flop_per_byte"] == pytest.approx(250.0)
+    assert r["bound"] == "compute"
+    assert r["compute_floor_ms"] > r["memory_floor_ms"]
+
+
+def test_peak_flops_is_measured():
+    assert measure_peak_tflops("cpu", size=128, repeats=2) > 1e-4

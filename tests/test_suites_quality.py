@@ -58,3 +58,14 @@ def test_deliberately_lossy_change_to_a_lever_fails(lever, defect):
     q = quality_only("llm", "t2t", [Corrupted(registry.by_name(lever), defect)])
     assert q["verdict"] == "fail", q
     assert q["reasons"]
+
+
+def test_lossy_check_runs_the_optimized_decode_path():
+    """The teacher-forced logits of a compiled, quantized stack come from its own compiled step
+    on its static cache (not an eager prefill): they cover exactly the generated tokens."""
+    from mmperf_levers.stack import ComposedLever, compatible_levers
+
+    q = quality_only("llm", "t2t", [ComposedLever(compatible_levers("llm", "t2t", "cpu"))])
+    assert q["verdict"] == "pass", q
+    assert q["check"].startswith("teacher-forced")
+    assert 0.6 <= q["teacher_forced"]["top1_agreement"] < 1.0  # int8 changed something

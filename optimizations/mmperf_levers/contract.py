@@ -42,8 +42,45 @@ class NullPhases:
 
 
 @dataclass(frozen=True)
+class LayerSkipOptions:
+    """How a decoder-only workload (llm, text_image) is built for LayerSkip.
+
+    ``trained_factor`` shapes the model for every lever set, eager included: layers at and after
+    the exit layer add only this fraction of their usual output to the residual stream, so the
+    early exit agrees with the full model as in a LayerSkip-trained checkpoint (1.0: the model
+    as built). ``draft_tokens`` > 0 turns self-speculative decoding on (the ``layerskip`` lever
+    sets it); 0 decodes plainly.
+    """
+
+    trained_factor: float = 1.0
+    exit_layer: int | None = None  # None: layers // 2
+    draft_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    """Knobs only the speech workload reads."""
+
+    inplace_beam_reorder: bool = False  # beam KV reorder with copy_ into its own storage
+    remove_weight_norm: bool = False  # fold weight norm out of the vocoder
+    init_std: float | None = None  # None: the scale's; tests use a large one for varied beams
+
+
+@dataclass(frozen=True)
+class RecommenderOptions:
+    """Knobs only the recommender (HSTU) reads."""
+
+    hstu_attention: str = "naive"  # "naive" (padded einsum) | "fused" (one graph over the jagged batch)
+
+
+@dataclass(frozen=True)
 class BuildOptions:
-    """Everything a builder needs; levers edit it with ``dataclasses.replace``."""
+    """Everything a builder needs; levers edit it with ``dataclasses.replace``.
+
+    Fields every workload reads sit at the top; what one workload alone reads sits in that
+    workload's typed group (``speech``, ``recommender``) or in ``layerskip`` (the decoder-only
+    workloads), so a typo is an error, not a key nobody reads.
+    """
 
     scale: str = "tiny"
     device: str = "cpu"
@@ -52,11 +89,9 @@ class BuildOptions:
     batch_size: int = 1
     attention: str = "eager"  # "eager" | "sdpa"  (transformers' attn_implementation)
     kv_cache: str = "dynamic"  # "dynamic" | "static" (preallocated, fixed shapes)
-    # workload-specific knobs, read only by the workloads they concern:
-    inplace_beam_reorder: bool = False  # speech: beam KV reorder with index_copy_ instead of index_select
-    remove_weight_norm: bool = False  # speech: fold weight norm out of the vocoder
-    hstu_attention: str = "naive"  # recommender: "naive" (padded einsum) | "fused" (jagged, blocked)
-    extra: tuple[tuple[str, Any], ...] = ()  # free-form, hashable
+    layerskip: LayerSkipOptions = LayerSkipOptions()
+    speech: SpeechOptions = SpeechOptions()
+    recommender: RecommenderOptions = RecommenderOptions()
 
 
 @dataclass(frozen=True)

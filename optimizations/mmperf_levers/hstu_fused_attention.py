@@ -1,7 +1,11 @@
-"""HSTU attention computed jagged and blocked (per history, per block of query rows, only the
-keys up to the block's end) instead of padding every history to the batch's longest and
-building dense [B, H, N, N] scores: the paper's fused jagged attention, in torch ops. Same
-result within float tolerance (``mmperf_suites.workloads.recommender``)."""
+"""HSTU attention computed jagged and tiled, one computation over the whole batch (only the
+(query tile, key tile) pairs of one history on or below the diagonal) instead of padding every
+history to the batch's longest and building dense [B, H, N, N] scores: the paper's fused
+jagged attention, in torch ops. Same result within float tolerance.
+
+The work lives in the workload (``mmperf_suites.workloads.recommender.fused_attention``); the
+runner protocol for this lever is the typed build option
+``BuildOptions.recommender.hstu_attention``: ``configure`` sets it, ``apply`` has nothing to do."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ class HstuFusedAttentionLever:
         return None
 
     def configure(self, options: BuildOptions) -> BuildOptions:
-        return replace(options, hstu_attention="fused")
+        return replace(options, recommender=replace(options.recommender, hstu_attention="fused"))
 
     def apply(self, runner: Runner) -> dict[str, float]:
         return {}

@@ -4,12 +4,14 @@ Draft ``draft_tokens`` tokens with the first ``exit_layer`` layers + final norm 
 verify them with the remaining layers in one pass over the drafts' exit hidden states (the
 early layers' KV entries are reused, not recomputed), keep the longest agreeing prefix plus the
 full model's next token. Greedy, so the tokens equal plain greedy decoding by construction.
-The decode loop is ``mmperf_suites.workloads.decoding.layerskip_decode``; this lever only switches it
-on through ``BuildOptions.extra``, so it works wherever the builder reads those keys.
+The decode loop is ``mmperf_suites.workloads.decoding.layerskip_decode``, in the workload; the
+runner protocol for this lever is the typed build option ``BuildOptions.layerskip``:
+``configure`` sets ``draft_tokens`` (and ``exit_layer``), which switches the builder to that
+loop; ``apply`` checks it did and takes one probe run.
 
 A random-weight model's early exit predicts nothing (acceptance ~0); build the model with
-``extra=(("layerskip_trained", 0.05),)`` (for the baseline too) to make it behave like a
-LayerSkip-trained checkpoint: see ``mmperf_suites.workloads.llm``.
+``layerskip=LayerSkipOptions(trained_factor=0.05)`` (for the baseline too) to make it behave
+like a LayerSkip-trained checkpoint: see ``mmperf_suites.workloads.llm``.
 
 Health metrics: ``acceptance_rate`` and ``draft_tokens_count`` of one probe run in ``apply``.
 Note each ``tpot`` sample of a speculative run is one draft-verify round (1..K+1 tokens).
@@ -39,11 +41,11 @@ class LayerSkipLever:
         return None
 
     def configure(self, options: BuildOptions) -> BuildOptions:
-        ours = {"layerskip_draft_tokens": self.draft_tokens}
-        if self.exit_layer is not None:
-            ours["layerskip_exit_layer"] = self.exit_layer
-        kept = tuple((k, v) for k, v in options.extra if k not in ours)
-        return replace(options, extra=kept + tuple(ours.items()))
+        exit_layer = self.exit_layer if self.exit_layer is not None else options.layerskip.exit_layer
+        return replace(
+            options,
+            layerskip=replace(options.layerskip, draft_tokens=self.draft_tokens, exit_layer=exit_layer),
+        )
 
     def apply(self, runner: Runner) -> dict[str, float]:
         if getattr(runner, "layerskip", None) is None:

@@ -21,7 +21,7 @@ class InplaceBeamReorderLever:
         return None
 
     def configure(self, options: BuildOptions) -> BuildOptions:
-        return replace(options, inplace_beam_reorder=True)
+        return replace(options, speech=replace(options.speech, inplace_beam_reorder=True))
 
     def apply(self, runner: Runner) -> dict[str, float]:
         return {}

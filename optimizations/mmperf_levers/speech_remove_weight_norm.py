@@ -24,7 +24,7 @@ class RemoveWeightNormLever:
         return None
 
     def configure(self, options: BuildOptions) -> BuildOptions:
-        return replace(options, remove_weight_norm=True)
+        return replace(options, speech=replace(options.speech, remove_weight_norm=True))
 
     def apply(self, runner: Runner) -> dict[str, float]:
         return {"weight_norms_folded_count": float(getattr(runner, "weight_norms_folded", 0))}

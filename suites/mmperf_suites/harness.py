@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, LayerSkipOptions, NullPhases
 
 from mmperf_suites import quality
 
@@ -26,17 +26,18 @@ WORKLOAD_MODULES = {
     "recommender": "mmperf_suites.workloads.recommender",
 }
 
-# The lever sets each suite measures: each lever alone, the paper's lever 2 (static KV cache +
-# compile; on a GPU static KV cache + CUDA graphs) and the stacked "optimized baseline". () is the
-# eager baseline. CUDA graphs need the static cache wherever there is a KV cache (the lever implies
-# it), so the decoder workloads measure them as ``static_cache+cuda_graphs``; the recommender, which
-# has no KV cache, measures ``cuda_graphs`` alone.
+# The lever sets each suite measures: each lever alone, then the paper's progression (each step
+# adds to the one before: attention -> + static cache and compile (CUDA graphs on a GPU) -> + int8
+# = ``stack``, the optimized baseline -> + LayerSkip), see ``mmperf_levers.stack``. () is the
+# eager baseline. The progression's first step is the attention lever alone (``sdpa``, HSTU's
+# fused attention). CUDA graphs need the static cache wherever there is a KV cache (the lever
+# implies it), so the decoder workloads measure them as ``static_cache+cuda_graphs``; the
+# recommender, which has no KV cache, measures ``cuda_graphs`` alone.
 COMMON_LEVER_SETS: tuple[tuple[str, ...], ...] = (
     (),
     ("sdpa",),
     ("static_cache",),
     ("compile",),
-    ("static_cache", "compile"),
     ("static_cache", "cuda_graphs"),
     ("int8_weight_only",),
     ("int8_dynamic",),
@@ -46,6 +47,12 @@ WORKLOAD_LEVER_SETS: dict[str, tuple[tuple[str, ...], ...]] = {
     "speech": (("inplace_beam_reorder",), ("remove_weight_norm",)),
     "recommender": (("hstu_fused_attention",), ("cuda_graphs",)),
 }
+PROGRESSION_SETS: tuple[tuple[str, ...], ...] = (("compiled",), ("stack",), ("stack_layerskip",))
+STEP_NAMES = ("compiled", "stack", "stack_layerskip")
+
+# Each workload's own batch sizes (what runs without --mmperf-batch); the LLM is also measured
+# at batch 4 by ``test_llm_batched`` (attention and KV cache grow with batch).
+DEFAULT_BATCH = {"llm": 1, "speech": 1, "text_image": 1, "recommender": 1}
 
 
 # The decoder workloads are built "LayerSkip-trained-like" for every lever set, eager included:
@@ -56,7 +63,7 @@ LAYERSKIP_TRAINED = {"llm": 0.05, "text_image": 0.05}
 
 
 def lever_sets(workload: str) -> list[tuple[str, ...]]:
-    return [*COMMON_LEVER_SETS, *WORKLOAD_LEVER_SETS.get(workload, ()), ("stack",)]
+    return [*COMMON_LEVER_SETS, *WORKLOAD_LEVER_SETS.get(workload, ()), *PROGRESSION_SETS]
 
 
 def lever_id(levers: Sequence[str]) -> str:
@@ -72,14 +79,14 @@ def _levers(names: Sequence[str], workload: str, task: str, device: str) -> list
 
     levers = []
     for name in names:
-        if name == "stack":
+        if name in STEP_NAMES:
             # the exact composition for this workload, so the document lists the levers applied
-            from mmperf_levers.stack import ComposedLever, compatible_levers
+            from mmperf_levers.stack import ComposedLever, progression
 
-            parts = compatible_levers(workload, task, device)
-            if not parts:
-                pytest.skip(f"stack: no lever applies to {workload}/{task} on {device}")
-            levers.append(ComposedLever(parts))
+            steps = progression(workload, task, device)
+            if name not in steps:
+                pytest.skip(f"{name}: adds no lever to the step before it for {workload}/{task} on {device}")
+            levers.append(ComposedLever(steps[name], name=name))
             continue
         lever = registry.by_name(name)
         reason = lever.unsupported(workload, task, device)
@@ -95,7 +102,9 @@ def _levers(names: Sequence[str], workload: str, task: str, device: str) -> list
 INSTRUCTION_CLOCK_SKIPS = {
     "compile": "torch.compile under callgrind takes minutes per benchmark",
     "cuda_graphs": "CUDA graphs run on a GPU; the instruction clock counts CPU instructions",
+    "compiled": "this step compiles; torch.compile under callgrind takes minutes per benchmark",
     "stack": "the stack compiles; torch.compile under callgrind takes minutes per benchmark",
+    "stack_layerskip": "the stack compiles; torch.compile under callgrind takes minutes per benchmark",
 }
 
 
@@ -108,11 +117,20 @@ def _skip_for_clock(levers: Sequence[str], settings: Any) -> None:
 
 
 def base_options(workload: str, scale: str, device: str, batch_size: int = 1) -> BuildOptions:
-    extra: tuple[tuple[str, Any], ...] = ()
-    if workload in LAYERSKIP_TRAINED:
-        extra = (("layerskip_trained", LAYERSKIP_TRAINED[workload]),)
+    layerskip = LayerSkipOptions(trained_factor=LAYERSKIP_TRAINED.get(workload, 1.0))
     return BuildOptions(scale=scale, device=device, dtype=default_dtype(device), batch_size=batch_size,
-                        extra=extra)
+                        layerskip=layerskip)
+
+
+def progression_step(workload: str, task: str, device: str, applied: Sequence[str]) -> str | None:
+    """The progression step whose levers are exactly ``applied`` (``attention`` for the attention
+    lever alone), so reports can line benchmarks up with the paper's steps."""
+    from mmperf_levers.stack import progression
+
+    for step, levers in progression(workload, task, device).items():
+        if [lever.name for lever in levers] == list(applied):
+            return step
+    return None
 
 
 def _build(module: Any, task: str, options: BuildOptions) -> Any:
@@ -148,12 +166,15 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         options = lever.configure(options)
     eager = _build(module, task, base)
     facts = eager.facts
+    applied = [name for lever in lever_objs for name in _expand(lever)]
     mmperf.describe(
         workload=workload,
         task=task,
-        optimizations=[name for lever in lever_objs for name in _expand(lever)],
+        optimizations=applied,
         scale=scale,
         batch_size=batch_size,
+        lever_set=lever_id(levers),
+        progression_step=progression_step(workload, task, device, applied) if applied else "eager",
         parameters=facts.parameters,
         weight_bytes=facts.weight_bytes,
         flops_per_token=facts.flops_per_token,
@@ -349,7 +370,7 @@ def _finish(mmperf: Any, runner: Any, q: dict[str, Any], output: Any, ref_logits
 def _throughput(mmperf: Any, static: dict[str, float]) -> None:
     """tokens_per_s per round: generated tokens over the round's latency. Where decode steps
     produce several tokens (LayerSkip rounds), ``tpot_ms`` per round is the decode time (latency
-    after the first token) over the tokens generated after the first."""
+    after each prompt's first token) over the tokens generated after each prompt's first."""
     new_tokens = static.get("new_tokens_count")
     if not new_tokens:
         return
@@ -359,23 +380,78 @@ def _throughput(mmperf: Any, static: dict[str, float]) -> None:
     lat = mmperf.samples("latency_ms")
     mmperf.record("tokens_per_s", [new_tokens * batch / (ms / 1e3) for ms in lat])
     metrics = mmperf.metrics
-    if "tpot_ms" not in metrics and "ttft_ms" in metrics and new_tokens > 1:
+    prompts = int(static.get("prompts_count", 1))
+    if "tpot_ms" not in metrics and "ttft_ms" in metrics and new_tokens > prompts:
         ttft = mmperf.samples("ttft_ms")
-        mmperf.record("tpot_ms", [(total - first) / (new_tokens - 1) for total, first in zip(lat, ttft)])
+        if len(ttft) != prompts * len(lat):
+            return
+        # per round: the time after each prompt's first token over the tokens after the first
+        firsts = [sum(ttft[r * prompts:(r + 1) * prompts]) for r in range(len(lat))]
+        mmperf.record("tpot_ms", [(total - first) / (new_tokens - prompts) for total, first in zip(lat, firsts)])
+
+
+def stored_bytes(tensor: Any) -> int:
+    """Bytes a tensor really occupies: a quantized tensor subclass (torchao) counts its inner
+    tensors (int8 data + scales), not numel x its nominal float dtype."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is not None and type(tensor).__name__ != "Parameter":
+        names, _ = flatten()
+        return sum(stored_bytes(getattr(tensor, name)) for name in names)
+    data = getattr(tensor, "data", tensor)
+    if data is not tensor and hasattr(data, "__tensor_flatten__"):
+        return stored_bytes(data)
+    return int(tensor.numel() * tensor.element_size())
+
+
+def module_bytes(*modules: Any) -> int:
+    """Stored bytes of the modules' parameters and buffers, each tensor counted once."""
+    seen: set[int] = set()
+    total = 0
+    for module in modules:
+        for t in [*module.parameters(), *module.buffers()]:
+            if id(t) not in seen:
+                seen.add(id(t))
+                total += stored_bytes(t)
+    return total
+
+
+def roofline_inputs(runner: Any, static: dict[str, float], batch: int) -> tuple[str, float, float] | None:
+    """(metric timing one step, bytes that step must move, FLOPs it does), from what the arm
+    really holds (after quantization): a runner's own ``roofline_inputs`` where it has one
+    (HSTU), else one decode step (``tpot_ms``: decoder weights + KV cache, one token per row),
+    else one call (all weights + KV cache, every generated token)."""
+    own = getattr(runner, "roofline_inputs", None)
+    if callable(own):
+        result: tuple[str, float, float] | None = own()
+        return result
+    facts = runner.facts
+    kv = static.get("kv_cache_bytes", 0.0)
+    stack = getattr(runner, "stack", None)
+    if stack is not None and hasattr(stack, "layers"):
+        # a decode step reads every decoder layer, the final norm and the LM head; the
+        # embedding table is a lookup (one row per token)
+        weights = module_bytes(stack.layers, stack.norm, stack.lm_head)
+        return "tpot_ms", float(weights + kv), facts.flops_per_token * batch
+    tokens = static.get("new_tokens_count", 1.0) * batch
+    return "latency_ms", float(module_bytes(runner.model) + kv), facts.flops_per_token * tokens
 
 
 def _roofline(mmperf: Any, runner: Any, static: dict[str, float]) -> None:
-    """Bytes that must move per decode step (weights + KV cache) against the measured TPOT."""
-    if "tpot_ms" not in mmperf.metrics or mmperf.context is None:
+    """Bytes each step of this arm moves against its measured step time, and the memory- or
+    compute-bound verdict from the session's bandwidth and peak FLOP/s."""
+    if mmperf.context is None:
+        return
+    inputs = roofline_inputs(runner, static, mmperf.description.batch_size)
+    if inputs is None or inputs[0] not in mmperf.metrics:
         return
     from pytest_mmperf.measure.roofline import roofline
 
-    facts = runner.facts
-    kv = static.get("kv_cache_bytes", 0.0)
-    bytes_per_step = facts.weight_bytes + kv
-    flops = facts.flops_per_token * mmperf.description.batch_size
-    mmperf.roofline = roofline(bytes_per_step, flops, mmperf.metrics["tpot_ms"].median,
-                               mmperf.context.bandwidth_gbps())
+    metric, bytes_per_step, flops = inputs
+    peak = mmperf.context.peak_tflops() if hasattr(mmperf.context, "peak_tflops") else None
+    mmperf.roofline = {
+        **roofline(bytes_per_step, flops, mmperf.metrics[metric].median, mmperf.context.bandwidth_gbps(), peak),
+        "step_metric": metric,
+    }
 
 
 def quality_only(workload: str, task: str, levers: Sequence[Any], scale: str = "tiny",

@@ -10,12 +10,14 @@ TASKS = ("t2t",)
 
 @pytest.mark.parametrize("levers", lever_sets(WORKLOAD), ids=lever_id)
 @pytest.mark.parametrize("task", TASKS)
-def test_llm(mmperf, task, levers):
-    run_benchmark(mmperf, WORKLOAD, task, levers)
+def test_llm(mmperf, task, levers, batch_size):
+    run_benchmark(mmperf, WORKLOAD, task, levers, batch_size=batch_size)
 
 
 @pytest.mark.parametrize("levers", [(), ("sdpa",), ("stack",)], ids=lever_id)
 @pytest.mark.parametrize("batch_size", [4])
 def test_llm_batched(mmperf, batch_size, levers):
     """Batch > 1: attention and KV cache grow with batch (paper: attention share rises with batch)."""
+    if mmperf.settings.batch:
+        pytest.skip("--mmperf-batch sets the batch sizes of every llm benchmark")
     run_benchmark(mmperf, WORKLOAD, "t2t", levers, batch_size=batch_size)

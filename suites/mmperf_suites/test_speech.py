@@ -10,5 +10,5 @@ TASKS = ("s2st", "s2tt", "t2st", "t2tt")
 
 @pytest.mark.parametrize("levers", lever_sets(WORKLOAD), ids=lever_id)
 @pytest.mark.parametrize("task", TASKS)
-def test_speech(mmperf, task, levers):
-    run_benchmark(mmperf, WORKLOAD, task, levers)
+def test_speech(mmperf, task, levers, batch_size):
+    run_benchmark(mmperf, WORKLOAD, task, levers, batch_size=batch_size)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from mmperf_levers import registry, stack
-from mmperf_levers.contract import BuildOptions, Lever, NullPhases
+from mmperf_levers.contract import BuildOptions, LayerSkipOptions, Lever, NullPhases
 from mmperf_suites.workloads import llm, text_image
 
-TRAINED = (("layerskip_trained", 0.05),)  # later layers add 5% of their usual residual
+TRAINED = LayerSkipOptions(trained_factor=0.05)  # later layers add 5% of their usual residual
 
 
 def build_with(module: object, task: str, levers: list[Lever], options: BuildOptions) -> object:
@@ -29,12 +29,29 @@ def test_registry_names_every_lever_once() -> None:
 
 
 def test_stack_composes_in_the_paper_order() -> None:
+    """The stack is the paper's optimized baseline: attention, static cache + compile, int8;
+    LayerSkip is a separate step on top."""
     names = [lever.name for lever in stack.compatible_levers("llm", "t2t", "cpu")]
-    # on CPU the stack leaves out int8 weight-only (slower than fp32 there; see stack.py)
-    assert names == ["sdpa", "static_cache", "compile", "layerskip"]
+    assert names == ["sdpa", "static_cache", "compile", "int8_weight_only"]
     cuda = [lever.name for lever in stack.compatible_levers("text_image", "t2i", "cuda")]
     assert cuda == ["sdpa", "static_cache", "cuda_graphs", "int8_weight_only"]
-    assert "sdpa" not in [lever.name for lever in stack.compatible_levers("recommender", "", "cpu")]
+    hstu = [lever.name for lever in stack.compatible_levers("recommender", "ranking", "cpu")]
+    assert hstu == ["hstu_fused_attention", "compile", "int8_weight_only"]
+
+
+def test_progression_steps_add_to_the_step_before() -> None:
+    steps = {step: [lever.name for lever in levers]
+             for step, levers in stack.progression("llm", "t2t", "cpu").items()}
+    assert list(steps) == ["attention", "compiled", "stack", "stack_layerskip"]
+    for before, after in zip(list(steps.values()), list(steps.values())[1:]):
+        assert after[: len(before)] == before and len(after) > len(before)
+    assert steps["stack_layerskip"][-1] == "layerskip"
+    # speech: the paper's own enablers join the compile step; LayerSkip does not apply
+    speech = stack.progression("speech", "s2st", "cpu")
+    assert "stack_layerskip" not in speech
+    assert {"inplace_beam_reorder", "remove_weight_norm"} <= {lever.name for lever in speech["compiled"]}
+    with pytest.raises(ValueError, match="no progression step"):
+        stack.step_levers("warp", "llm", "t2t", "cpu")
 
 
 def test_unsupported_combinations_give_reasons() -> None:
@@ -50,7 +67,7 @@ def test_unsupported_combinations_give_reasons() -> None:
 def test_layerskip_gives_identical_tokens_and_high_acceptance(
     batch_size: int, min_rate: float
 ) -> None:
-    options = BuildOptions(batch_size=batch_size, extra=TRAINED)
+    options = BuildOptions(batch_size=batch_size, layerskip=TRAINED)
     reference = llm.build("t2t", options).run(NullPhases()).tokens
     runner = build_with(llm, "t2t", [registry.by_name("layerskip")], options)
     assert runner.run(NullPhases()).tokens == reference  # type: ignore[attr-defined]
@@ -68,7 +85,7 @@ def test_layerskip_on_an_untrained_model_is_exact_with_a_low_acceptance() -> Non
 
 
 def test_layerskip_on_chameleon_captioning() -> None:
-    options = BuildOptions(extra=TRAINED)
+    options = BuildOptions(layerskip=TRAINED)
     reference = text_image.build("i2t", options).run(NullPhases()).tokens
     runner = build_with(text_image, "i2t", [registry.by_name("layerskip")], options)
     assert runner.run(NullPhases()).tokens == reference  # type: ignore[attr-defined]
@@ -97,7 +114,7 @@ def test_int8_changes_logits_a_little(name: str) -> None:
 def test_stack_without_compile_is_exact_up_to_int8() -> None:
     levers = [lever for lever in stack.compatible_levers("llm", "t2t", "cpu")]
     no_compile = [lever for lever in levers if lever.name not in ("compile", "int8_weight_only")]
-    options = BuildOptions(extra=TRAINED)
+    options = BuildOptions(layerskip=TRAINED)
     reference = llm.build("t2t", options).run(NullPhases()).tokens
     runner = build_with(llm, "t2t", no_compile, options)
     assert runner.run(NullPhases()).tokens == reference  # type: ignore[attr-defined]
@@ -114,3 +131,18 @@ def test_compile_with_static_cache_is_exact_without_recompiles() -> None:
     assert health["compile_ms"] > 0
     assert health["graph_breaks_count"] == 0
     assert health["recompiles_count"] == 0
+
+
+def test_int8_arm_moves_fewer_roofline_bytes_than_eager() -> None:
+    """The roofline counts the bytes each arm really stores: int8 weights (+ scales), not the
+    fp32 bytes of the model before quantization."""
+    from mmperf_suites.harness import roofline_inputs
+
+    eager = llm.build("t2t", BuildOptions())
+    quantized = build_with(llm, "t2t", [registry.by_name("int8_weight_only")], BuildOptions())
+    static = eager.metrics()
+    metric, eager_bytes, flops = roofline_inputs(eager, static, 1)  # type: ignore[misc]
+    _, int8_bytes, _ = roofline_inputs(quantized, static, 1)  # type: ignore[misc]
+    assert metric == "tpot_ms"
+    assert int8_bytes < 0.4 * eager_bytes  # int8 is a quarter of fp32, plus scales and the KV cache
+    assert flops > 0

@@ -10,13 +10,13 @@ from mmperf_levers import (
     speech_inplace_beam_reorder,
     speech_remove_weight_norm,
 )
-from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, NullPhases, SpeechOptions
 from mmperf_suites.workloads import recommender, speech
 
 INPLACE = speech_inplace_beam_reorder.LEVER
 NO_WEIGHT_NORM = speech_remove_weight_norm.LEVER
 FUSED = hstu_fused_attention.LEVER
-VARIED = (("init_std", 2.0),)
+VARIED = SpeechOptions(init_std=2.0)
 
 
 def test_levers_are_registered() -> None:
@@ -45,10 +45,10 @@ def build_with(lever: object, module: object, task: str, options: BuildOptions) 
 
 @pytest.mark.parametrize("task", ["t2tt", "t2st"])
 def test_inplace_beam_reorder_gives_identical_tokens(task: str) -> None:
-    options = BuildOptions(batch_size=2, extra=VARIED)
+    options = BuildOptions(batch_size=2, speech=VARIED)
     base = speech.build(task, options).run(NullPhases())
     runner = build_with(INPLACE, speech, task, options)
-    assert runner.options.inplace_beam_reorder  # type: ignore[attr-defined]
+    assert runner.options.speech.inplace_beam_reorder  # type: ignore[attr-defined]
     out = runner.run(NullPhases())  # type: ignore[attr-defined]
     assert out.tokens == base.tokens
     if speech.speaks(task):
@@ -56,7 +56,7 @@ def test_inplace_beam_reorder_gives_identical_tokens(task: str) -> None:
 
 
 def test_remove_weight_norm_keeps_the_waveform() -> None:
-    options = BuildOptions(extra=VARIED)
+    options = BuildOptions(speech=VARIED)
     base_runner = speech.build("t2st", options)
     assert base_runner.weight_norms_folded == 0
     base = base_runner.run(NullPhases())
@@ -73,7 +73,7 @@ def test_hstu_fused_attention_keeps_the_ranking() -> None:
     options = BuildOptions(batch_size=4)
     base = recommender.build("ranking", options).run(NullPhases())
     runner = build_with(FUSED, recommender, "ranking", options)
-    assert runner.options.hstu_attention == "fused"  # type: ignore[attr-defined]
+    assert runner.options.recommender.hstu_attention == "fused"  # type: ignore[attr-defined]
     out = runner.run(NullPhases())  # type: ignore[attr-defined]
     assert out.ranking == base.ranking
     torch.testing.assert_close(out.scores, base.scores, rtol=1e-4, atol=1e-5)

@@ -32,7 +32,9 @@ def test_output_varies_and_has_the_configured_length() -> None:
     runner = llm.build("t2t", BuildOptions())
     out = runner.run(NullPhases()).tokens
     assert out is not None and len(out) == 1
-    assert len(out[0]) == runner.new_tokens == llm.SCALES["tiny"].new_tokens
+    tiny = llm.SCALES["tiny"]
+    assert runner.new_tokens == tiny.new_tokens
+    assert len(out[0]) == runner.new_tokens * tiny.prompts  # every prompt's answer, in turn
     assert len(set(out[0])) > 4  # init_std large enough that greedy output is not one token
 
 
@@ -65,7 +67,15 @@ def test_phases_ttft_once_then_one_tpot_per_decode_step() -> None:
     runner = llm.build("t2t", BuildOptions())
     phases = RecordingPhases()
     runner.run(phases)
-    assert phases.names == ["ttft"] + ["tpot"] * (runner.new_tokens - 1)
+    per_prompt = ["ttft"] + ["tpot"] * (runner.new_tokens - 1)
+    assert phases.names == per_prompt * len(runner.prompts)
+
+
+def test_a_run_answers_several_prompts_of_drawn_lengths() -> None:
+    runner = llm.build("t2t", BuildOptions())
+    lengths = [p.shape[1] for p in runner.prompts]
+    assert len(lengths) == llm.SCALES["tiny"].prompts >= 3
+    assert len(set(lengths)) > 1  # drawn from the distribution, not one length
 
 
 def test_same_seed_same_output_other_seed_other_output() -> None:
@@ -78,11 +88,9 @@ def test_teacher_forced_logits_reproduce_the_greedy_tokens() -> None:
     out = runner.run(NullPhases()).tokens
     assert out is not None
     logits = runner.teacher_forced_logits(out)
-    prompt_len = runner.prompt.shape[1]
-    assert logits.shape == (1, prompt_len + len(out[0]), llm.SCALES["tiny"].vocab_size)
-    # the prediction at position t is the token at t + 1
-    predicted = logits[0, prompt_len - 1 : -1].argmax(-1).tolist()
-    assert predicted == out[0]
+    # the decode path forced along its own tokens predicts exactly those tokens
+    assert logits.shape == (1, len(out[0]), llm.SCALES["tiny"].vocab_size)
+    assert logits[0].argmax(-1).tolist() == out[0]
 
 
 def test_prompt_lengths_follow_the_scaled_distribution() -> None:
@@ -95,8 +103,8 @@ def test_prompt_lengths_follow_the_scaled_distribution() -> None:
 def test_metrics_and_facts_of_a_built_model() -> None:
     runner = llm.build("t2t", BuildOptions())
     metrics = runner.metrics()
-    assert metrics["prompt_tokens"] == runner.prompt.shape[1]
-    assert metrics["new_tokens"] == runner.new_tokens
+    assert metrics["prompt_tokens"] == sum(p.shape[1] for p in runner.prompts) / len(runner.prompts)
+    assert metrics["new_tokens"] == runner.new_tokens * len(runner.prompts)
     assert runner.facts.parameters == sum(p.numel() for p in runner.model.parameters())
     assert runner.facts == llm.describe("t2t", "tiny")
 

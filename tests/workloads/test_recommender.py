@@ -4,13 +4,12 @@ paper-scale facts."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, NullPhases, RecommenderOptions
 from mmperf_suites.workloads import recommender as rec
 
 TINY = rec.SCALES["tiny"]
@@ -75,7 +74,7 @@ def test_attention_has_no_softmax() -> None:
 
 @pytest.mark.parametrize("attention", rec.ATTENTION_PATHS)
 def test_changing_a_future_item_leaves_earlier_positions_unchanged(attention: str) -> None:
-    runner = rec.build("ranking", BuildOptions(hstu_attention=attention))
+    runner = rec.build("ranking", BuildOptions(recommender=RecommenderOptions(hstu_attention=attention)))
     with torch.inference_mode():
         values, history, _ = runner.pack()
         layer = runner.model.layers[0]
@@ -90,7 +89,8 @@ def test_changing_a_future_item_leaves_earlier_positions_unchanged(attention: st
 @pytest.mark.parametrize("batch", [1, 5])
 def test_naive_and_fused_rank_alike(batch: int) -> None:
     outs = [
-        rec.build("ranking", BuildOptions(batch_size=batch, hstu_attention=path)).run(NullPhases())
+        rec.build("ranking", BuildOptions(batch_size=batch, recommender=RecommenderOptions(hstu_attention=path)))
+        .run(NullPhases())
         for path in rec.ATTENTION_PATHS
     ]
     assert outs[0].ranking == outs[1].ranking
@@ -152,4 +152,4 @@ def test_paper_scale_facts() -> None:
 
 def test_bad_attention_path_is_refused() -> None:
     with pytest.raises(ValueError, match="hstu_attention"):
-        rec.build("ranking", replace(BuildOptions(), hstu_attention="flash"))
+        rec.build("ranking", BuildOptions(recommender=RecommenderOptions(hstu_attention="flash")))

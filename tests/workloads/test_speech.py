@@ -7,12 +7,12 @@ from contextlib import AbstractContextManager, nullcontext
 
 import pytest
 import torch
-from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, NullPhases, SpeechOptions
 from mmperf_suites.workloads import speech
 from transformers import DynamicCache, EncoderDecoderCache
 
 # a large init makes a random Seamless' beams vary (the default gives one repeated token)
-VARIED = (("init_std", 2.0),)
+VARIED = SpeechOptions(init_std=2.0)
 
 
 class RecordingPhases:
@@ -49,7 +49,7 @@ def test_every_task_runs_and_records_its_phases(task: str) -> None:
 
 @pytest.mark.parametrize("task", ["t2tt"])
 def test_beam_search_matches_transformers_generate(task: str) -> None:
-    runner = speech.build(task, BuildOptions(batch_size=2, extra=VARIED))
+    runner = speech.build(task, BuildOptions(batch_size=2, speech=VARIED))
     ours = runner.run(NullPhases()).tokens
     n = runner.config.new_tokens
     kwargs = dict(
@@ -65,16 +65,16 @@ def test_beam_search_matches_transformers_generate(task: str) -> None:
 
 
 def test_same_seed_same_output_other_seed_other_output() -> None:
-    first = speech.build("t2st", BuildOptions(extra=VARIED)).run(NullPhases())
-    again = speech.build("t2st", BuildOptions(extra=VARIED)).run(NullPhases())
-    other = speech.build("t2st", BuildOptions(seed=1, extra=VARIED)).run(NullPhases())
+    first = speech.build("t2st", BuildOptions(speech=VARIED)).run(NullPhases())
+    again = speech.build("t2st", BuildOptions(speech=VARIED)).run(NullPhases())
+    other = speech.build("t2st", BuildOptions(seed=1, speech=VARIED)).run(NullPhases())
     assert first.tokens == again.tokens
     assert torch.equal(first.extra["waveform"], again.extra["waveform"])
     assert first.tokens != other.tokens
 
 
 def test_teacher_forced_logits_agree_with_the_decoded_tokens() -> None:
-    runner = speech.build("t2tt", BuildOptions(extra=VARIED))
+    runner = speech.build("t2tt", BuildOptions(speech=VARIED))
     tokens = runner.run(NullPhases()).tokens
     assert tokens is not None
     logits = runner.teacher_forced_logits(tokens)

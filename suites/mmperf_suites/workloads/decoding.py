@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from mmperf_levers.contract import ModelFacts, PhaseRecorder
+from mmperf_levers.contract import LayerSkipOptions, ModelFacts, PhaseRecorder
 from torch import nn
 from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import Cache
@@ -104,7 +104,7 @@ def scale_late_layers(stack: DecoderStack, exit_layer: int, factor: float) -> No
     if factor == 1.0:
         return
     if not 0.0 < factor <= 1.0:
-        raise ValueError(f"layerskip_trained must be in (0, 1], got {factor}")
+        raise ValueError(f"layerskip trained_factor must be in (0, 1], got {factor}")
     for layer in stack.layers[exit_layer:]:
         layer.self_attn.o_proj.weight.mul_(factor)
         layer.mlp.down_proj.weight.mul_(factor)
@@ -222,6 +222,26 @@ def greedy_decode(
             logits = step(token, positions(batch, prompt_len + i - 1, 1, prompt.device), cache)
             token = pick_greedy(logits, logit_bias)
         out.append(token)
+    return torch.cat(out, dim=1)
+
+
+@torch.inference_mode()
+def teacher_forced_decode(
+    prefill: StepFn,
+    step: StepFn,
+    prompt: torch.Tensor,  # [R, P]
+    continuation: torch.Tensor,  # [R, N] the reference's tokens, fed instead of the arm's own
+    cache: Cache,
+) -> torch.Tensor:  # [R, N, V]
+    """The arm's own decode path (its prefill, its per-step function as levers left it:
+    compiled, quantized, on its static cache) forced along a reference continuation: the
+    logits that predict each continuation token. Lossy levers are judged on these."""
+    rows, prompt_len = prompt.shape
+    logits = prefill(prompt, positions(rows, 0, prompt_len, prompt.device), cache)
+    out = [logits[:, -1:]]
+    for i in range(continuation.shape[1] - 1):
+        token = continuation[:, i : i + 1].clone(memory_format=torch.contiguous_format)
+        out.append(step(token, positions(rows, prompt_len + i, 1, prompt.device), cache))
     return torch.cat(out, dim=1)
 
 
@@ -371,21 +391,21 @@ def cfg_sample_decode(
 
 
 def attach_steps(
-    runner: Any, stack: DecoderStack, layers: int, extra: dict[str, Any], allow_layerskip: bool
+    runner: Any, stack: DecoderStack, layers: int, options: LayerSkipOptions, allow_layerskip: bool
 ) -> None:
     """Give a decoder runner its per-step callables and LayerSkip settings (llm, text_image).
 
     Sets ``layerskip``, ``speculation``, ``prefill``, ``step``, ``draft_step``, ``verify_step``
     and ``step_names``: the callables levers may replace (compile). Prefill stays eager, as its
-    shape differs per prompt and it runs once per inference. The ``extra`` build options
-    ``layerskip_exit_layer`` and ``layerskip_trained`` shape the model; ``layerskip_draft_tokens``
-    (set by the layerskip lever) turns self-speculative decoding on.
+    shape differs per prompt and it runs once per inference. ``options.exit_layer`` and
+    ``options.trained_factor`` shape the model; ``options.draft_tokens`` > 0 (set by the
+    layerskip lever) turns self-speculative decoding on.
     """
-    exit_layer = int(extra.get("layerskip_exit_layer", layers // 2))
-    scale_late_layers(stack, exit_layer, float(extra.get("layerskip_trained", 1.0)))
+    exit_layer = options.exit_layer if options.exit_layer is not None else layers // 2
+    scale_late_layers(stack, exit_layer, options.trained_factor)
     runner.layerskip = None
-    if "layerskip_draft_tokens" in extra and allow_layerskip:
-        runner.layerskip = LayerSkipSettings(exit_layer, int(extra["layerskip_draft_tokens"]))
+    if options.draft_tokens > 0 and allow_layerskip:
+        runner.layerskip = LayerSkipSettings(exit_layer, options.draft_tokens)
     runner.speculation = SpeculationStats()
     runner.prefill = full_step_fn(stack)
     runner.step = full_step_fn(stack)

@@ -2,32 +2,33 @@
 
 Scales (``BuildOptions.scale``):
 
-* ``tiny``: 4 layers x 256, GQA 4/2 heads, vocab 2048, prompts ~32 tokens (max 64), 24 new
-  tokens; a run takes well under a second on a 2-core CPU.
-* ``small``: 12 layers x 768, vocab 32016 (~134M parameters), HumanEval-like prompts, 64 new.
+* ``tiny``: 4 layers x 256, GQA 4/2 heads, vocab 2048, 3 prompts of median ~32 tokens (max
+  64), 16 new tokens each; a run takes well under a second on a 2-core CPU.
+* ``small``: 12 layers x 768, vocab 32016 (~134M parameters), 4 HumanEval-like prompts, 64 new.
 * ``paper``: Code Llama 7B (32 x 4096, FFN 11008, 32 heads, vocab 32016, rope theta 1e6).
 * ``paper-34b``: Code Llama 34B (48 x 8192, FFN 22016, 64 heads, 8 KV heads, vocab 32000).
 
-Inputs are synthetic token ids (uniform over the vocabulary, after BOS). The prompt length is
-one seeded draw from a log-normal fitted to HumanEval's prompt lengths (median 134, max 430
-tokens with the Code Llama tokenizer), scaled down for ``tiny``. A batch shares that length,
-each row with its own ids, so no padding or attention mask is needed (every row is a real
-prompt of the drawn length). New tokens: 358 at paper scale (HumanEval's mean decode length),
-capped so prompt + new <= 512.
+Inputs are synthetic token ids (uniform over the vocabulary, after BOS). One run answers
+``prompts`` prompts, one after the other (each with its own prefill, so TTFT has one sample per
+prompt); each prompt's length is a seeded draw from a log-normal fitted to HumanEval's prompt
+lengths (median 134, max 430 tokens with the Code Llama tokenizer), scaled down for ``tiny``.
+A batch shares each prompt's length, each row with its own ids, so no padding or attention
+mask is needed (every row is a real prompt of the drawn length). New tokens per prompt: 358 at
+paper scale (HumanEval's mean decode length), capped so the longest prompt + new <= 512.
 
 Random weights use a larger ``init_std`` than the default 0.02 so that greedy output varies
 instead of repeating one token; it shrinks with width to keep activations finite
 in fp16 at paper scale. Speed depends on the shapes only, not on the values.
 
-``BuildOptions.extra`` keys read here:
+``BuildOptions.layerskip`` (typed, :class:`mmperf_levers.contract.LayerSkipOptions`):
 
-* ``layerskip_trained`` (float in (0, 1], default 1.0): make the model "LayerSkip-trained-like"
+* ``trained_factor`` (float in (0, 1], default 1.0): make the model "LayerSkip-trained-like"
   by multiplying the residual-branch output weights (``o_proj``, ``down_proj``) of layers
   >= the exit layer by this factor, so the early exit agrees with the full model most of the
   time. The acceptance rate of ``layerskip`` then is a workload parameter (smaller factor,
   higher acceptance). Set it for the baseline too, so both run the same model.
-* ``layerskip_exit_layer`` (int, default layers // 2) and ``layerskip_draft_tokens`` (int;
-  set by the ``layerskip`` lever): decode by self-speculation instead of plain greedy.
+* ``exit_layer`` (default layers // 2) and ``draft_tokens`` (> 0, set by the ``layerskip``
+  lever): decode by self-speculation instead of plain greedy.
 """
 
 from __future__ import annotations
@@ -57,31 +58,32 @@ class LlmConfig:
     init_std: float  # std of the random weights (see module docstring)
     prompt_median_tokens: int
     prompt_max_tokens: int
-    new_tokens: int
+    new_tokens: int  # per prompt
     max_total_tokens: int  # prompt + new never exceeds this (HumanEval runs cap at 512)
     describe_dtype: str  # the dtype ``describe`` reports weight bytes in
+    prompts: int = 1  # prompts per run, lengths drawn from the distribution
 
 
 SCALES: dict[str, LlmConfig] = {
     "tiny": LlmConfig(
         layers=4, hidden_size=256, ffn_size=688, heads=4, kv_heads=2, vocab_size=2048,
         rope_theta=1e6, init_std=0.3, prompt_median_tokens=32, prompt_max_tokens=64,
-        new_tokens=24, max_total_tokens=128, describe_dtype="float32",
+        new_tokens=16, max_total_tokens=128, describe_dtype="float32", prompts=3,
     ),
     "small": LlmConfig(
         layers=12, hidden_size=768, ffn_size=2048, heads=12, kv_heads=12, vocab_size=32016,
         rope_theta=1e6, init_std=0.15, prompt_median_tokens=134, prompt_max_tokens=430,
-        new_tokens=64, max_total_tokens=512, describe_dtype="float32",
+        new_tokens=64, max_total_tokens=512, describe_dtype="float32", prompts=4,
     ),
     "paper": LlmConfig(  # Code Llama 7B
         layers=32, hidden_size=4096, ffn_size=11008, heads=32, kv_heads=32, vocab_size=32016,
         rope_theta=1e6, init_std=0.05, prompt_median_tokens=134, prompt_max_tokens=430,
-        new_tokens=358, max_total_tokens=512, describe_dtype="float16",
+        new_tokens=358, max_total_tokens=512, describe_dtype="float16", prompts=3,
     ),
     "paper-34b": LlmConfig(  # Code Llama 34B
         layers=48, hidden_size=8192, ffn_size=22016, heads=64, kv_heads=8, vocab_size=32000,
         rope_theta=1e6, init_std=0.035, prompt_median_tokens=134, prompt_max_tokens=430,
-        new_tokens=358, max_total_tokens=512, describe_dtype="float16",
+        new_tokens=358, max_total_tokens=512, describe_dtype="float16", prompts=3,
     ),
 }
 
@@ -115,6 +117,11 @@ def prompt_length(config: LlmConfig, seed: int) -> int:
     z = torch.randn((), generator=torch.Generator().manual_seed(seed)).item()
     length = round(config.prompt_median_tokens * math.exp(sigma * z))
     return max(4, min(length, config.prompt_max_tokens))
+
+
+def synthetic_prompts(config: LlmConfig, batch: int, seed: int) -> list[torch.Tensor]:
+    """``config.prompts`` prompts [B, P_k], each of its own drawn length."""
+    return [synthetic_prompt(config, batch, seed + 7919 * k) for k in range(config.prompts)]
 
 
 def synthetic_prompt(config: LlmConfig, batch: int, seed: int) -> torch.Tensor:
@@ -173,7 +180,6 @@ class LlmRunner:
         self.config = config
         dtype: torch.dtype = getattr(torch, options.dtype)
         device = torch.device(options.device)
-        extra = dict(options.extra)
 
         torch.manual_seed(options.seed)
         with device:
@@ -183,17 +189,19 @@ class LlmRunner:
         self.stack = stack_of(self.model)
         self.facts = facts_of(self.model, config, dtype)
 
-        self.prompt = synthetic_prompt(config, options.batch_size, options.seed).to(device)
-        self.new_tokens = min(config.new_tokens, config.max_total_tokens - self.prompt.shape[1])
+        self.prompts = [p.to(device) for p in synthetic_prompts(config, options.batch_size, options.seed)]
+        self.prompt = self.prompts[0]
+        longest = max(p.shape[1] for p in self.prompts)
+        self.new_tokens = min(config.new_tokens, config.max_total_tokens - longest)  # per prompt
 
-        decoding.attach_steps(self, self.stack, config.layers, extra, allow_layerskip=True)
+        decoding.attach_steps(self, self.stack, config.layers, options.layerskip, allow_layerskip=True)
         self._static_cache: Cache | None = None
 
     def cache(self) -> Cache:
         """A KV cache for one run. The static one is allocated once and reset, so its buffers
         keep their addresses across runs (compiled graphs and CUDA graphs rely on that)."""
         slack = self.layerskip.draft_tokens if self.layerskip is not None else 0  # last round
-        max_tokens = self.prompt.shape[1] + self.new_tokens + slack
+        max_tokens = max(p.shape[1] for p in self.prompts) + self.new_tokens + slack
         if self.options.kv_cache != "static":
             return decoding.make_cache(self.options.kv_cache, self.model.config, max_tokens)
         if self._static_cache is None:
@@ -203,30 +211,43 @@ class LlmRunner:
 
     @torch.inference_mode()
     def run(self, phases: PhaseRecorder) -> Output:
-        cache = self.cache()
-        if self.layerskip is None:
-            tokens = decoding.greedy_decode(
-                self.prefill, self.step, self.prompt, self.new_tokens, cache, phases
-            )
-        else:
-            self.speculation = decoding.SpeculationStats()
-            tokens = decoding.layerskip_decode(
-                self.prefill, self.draft_step, self.verify_step, self.layerskip,
-                self.prompt, self.new_tokens, cache, phases, self.speculation,
-            )
-        return Output(tokens=tokens.tolist())
+        """Every prompt in turn; each row's tokens are its answers, concatenated."""
+        self.speculation = decoding.SpeculationStats()
+        answers = []
+        for prompt in self.prompts:
+            cache = self.cache()
+            if self.layerskip is None:
+                tokens = decoding.greedy_decode(
+                    self.prefill, self.step, prompt, self.new_tokens, cache, phases
+                )
+            else:
+                tokens = decoding.layerskip_decode(
+                    self.prefill, self.draft_step, self.verify_step, self.layerskip,
+                    prompt, self.new_tokens, cache, phases, self.speculation,
+                )
+            answers.append(tokens)
+        return Output(tokens=torch.cat(answers, dim=1).tolist())
 
     @torch.inference_mode()
     def teacher_forced_logits(self, tokens: list[list[int]]) -> torch.Tensor:
-        """Logits [B, prompt + len(tokens[b]), V] over prompt + the given continuation."""
+        """Logits [B, len(tokens[b]), V] of this runner's own decode path (compiled step,
+        static cache, quantized weights as its levers left them) forced along ``tokens`` (each
+        prompt's answer in turn, as ``run`` concatenates them)."""
         continuation = torch.tensor(tokens, device=self.prompt.device)
-        ids = torch.cat([self.prompt, continuation], dim=1)
-        batch, length = ids.shape
-        return self.prefill(ids, decoding.positions(batch, 0, length, ids.device), None)
+        answers = continuation.split(self.new_tokens, dim=1)
+        return torch.cat([
+            decoding.teacher_forced_decode(self.prefill, self.step, prompt, answer, self.cache())
+            for prompt, answer in zip(self.prompts, answers)
+        ], dim=1)
 
     def metrics(self) -> dict[str, float]:
-        batch, prompt_len = self.prompt.shape
-        return decoding.decoder_metrics(self, rows=batch, prompt_tokens=prompt_len)
+        batch = self.prompt.shape[0]
+        longest = max(p.shape[1] for p in self.prompts)
+        out = decoding.decoder_metrics(self, rows=batch, prompt_tokens=longest)
+        out["prompt_tokens"] = sum(p.shape[1] for p in self.prompts) / len(self.prompts)  # mean
+        out["new_tokens"] = float(self.new_tokens * len(self.prompts))  # per run
+        out["prompts"] = float(len(self.prompts))
+        return out
 
 
 def build(task: str, options: BuildOptions) -> LlmRunner:

@@ -12,14 +12,16 @@ Both norms are affine-free with eps 1e-6, as in the reference. N is the *padded*
 stage, i.e. the longest history in the batch at that stage (the reference divides by the
 padded length ``n``); both attention paths use that same N, so they agree.
 
-Attention paths (``BuildOptions.hstu_attention``):
+Attention paths (``BuildOptions.recommender.hstu_attention``):
 
 * ``naive``: the reference's einsum path: pad q, k, v and timestamps to [B, N, ...], build
   the [B, H, N, N] score tensor, mask causal + length, unpad: cost grows with B x N^2 whatever
   the real lengths;
-* ``fused``: jagged and blocked: each history alone, in query blocks of ``block_size`` rows
-  that read only the keys at or before the block's end (the tiles a fused kernel would not skip
-  are exactly these), so padding and most masked tiles are never computed. Torch ops only.
+* ``fused``: jagged and tiled, one computation over the whole batch: the histories are cut
+  into tiles of ``block_size`` rows and only the (query tile, key tile) pairs of one history
+  on or below the diagonal are computed, all pairs at once (what a fused jagged kernel visits),
+  so padding and the masked upper tiles are never computed. Torch ops only, no loop over users;
+  one graph under ``torch.compile``.
 
 Model shape: ``long_layers`` layers on histories of up to ``long_max_len`` items, then each
 history keeps its last ``short_max_len`` items for ``short_layers`` more (the paper's HSTU: 3
@@ -171,6 +173,45 @@ def naive_attention(
     return out[user, position]
 
 
+@dataclass(frozen=True)
+class TileLayout:
+    """The jagged batch cut into tiles of ``block`` rows (each history padded to a whole number
+    of tiles) and the (query tile, key tile) pairs a causal fused kernel computes: same history,
+    key tile at or before the query tile. Built with tensor ops from the lengths, no loop over
+    users; NT tiles, P pairs."""
+
+    rows: torch.Tensor  # [NT, block] row of each tile slot in values [T, ...] (clamped)
+    valid: torch.Tensor  # [NT, block] slot holds a real item
+    position: torch.Tensor  # [NT, block] position of the slot inside its history
+    pair_q: torch.Tensor  # [P] query tile of each pair
+    pair_k: torch.Tensor  # [P] key tile of each pair
+    slots: torch.Tensor  # [T] flat slot (tile * block + row) of each real item, in values order
+
+
+def tile_layout(history: Jagged, block: int) -> TileLayout:
+    device = history.offsets.device
+    lengths = torch.tensor(history.lengths, device=device)  # [B]
+    tiles_per_user = (lengths + block - 1) // block  # [B]
+    n_tiles = sum((n + block - 1) // block for n in history.lengths)  # Python int: static shapes
+    tile_user = torch.repeat_interleave(
+        torch.arange(len(history.lengths), device=device), tiles_per_user, output_size=n_tiles
+    )  # [NT]
+    first_tile = torch.cumsum(tiles_per_user, 0) - tiles_per_user  # [B]
+    tile_local = torch.arange(n_tiles, device=device) - first_tile[tile_user]  # [NT]
+    position = tile_local.unsqueeze(1) * block + torch.arange(block, device=device)  # [NT, block]
+    valid = position < lengths[tile_user].unsqueeze(1)
+    rows = (history.offsets[tile_user].unsqueeze(1) + position).clamp(max=history.offsets[-1] - 1)
+    # query tile i of a history pairs with that history's key tiles 0..i
+    n_pairs = sum(t * (t + 1) // 2 for t in ((n + block - 1) // block for n in history.lengths))
+    pair_q = torch.repeat_interleave(
+        torch.arange(n_tiles, device=device), tile_local + 1, output_size=n_pairs
+    )  # [P]
+    first_pair = torch.cumsum(tile_local + 1, 0) - (tile_local + 1)  # [NT]
+    pair_k = pair_q - tile_local[pair_q] + (torch.arange(n_pairs, device=device) - first_pair[pair_q])
+    slots = torch.arange(n_tiles * block, device=device)[valid.flatten()]  # [T]
+    return TileLayout(rows, valid, position, pair_q, pair_k, slots)
+
+
 def fused_attention(
     q: torch.Tensor,  # [T, H, A]
     k: torch.Tensor,  # [T, H, A]
@@ -179,25 +220,31 @@ def fused_attention(
     pos_weight: torch.Tensor,
     time_weight: torch.Tensor,
     block_size: int,
+    layout: TileLayout | None = None,
 ) -> torch.Tensor:  # [T, H, L]
-    """Jagged, blocked path: per history, per block of query rows, keys up to the block's end."""
+    """Jagged, tiled path, one computation over the whole batch: every (query tile, key tile)
+    pair of :func:`tile_layout` at once (the tiles a causal fused kernel visits), so neither
+    the padding of short histories nor the tiles above the diagonal are ever computed. The
+    same ops form one graph under ``torch.compile``. torch's flex attention would be the
+    library kernel for this block-sparse pattern, but it always applies softmax, which HSTU's
+    pointwise SiLU attention does not."""
+    lay = layout if layout is not None else tile_layout(history, block_size)
     n = history.max_len  # the same N as the padded path (see module docstring)
-    outputs = []
-    start = 0
-    for length in history.lengths:
-        ts = history.timestamps[start : start + length]  # [L]
-        for first in range(0, length, block_size):
-            last = min(first + block_size, length)
-            qb = q[start + first : start + last]  # [Bq, H, A]
-            kb, vb = k[start : start + last], v[start : start + last]  # [Bk, H, .]: keys <= last
-            scores = torch.einsum("nhd,mhd->hnm", qb, kb)  # [H, Bq, Bk]
-            bias = relative_bias(pos_weight, time_weight, ts[:last], first, last - first)
-            scores = F.silu(scores + bias) / n
-            causal = torch.ones(last - first, last, dtype=torch.bool, device=q.device)
-            scores = scores * causal.tril(diagonal=first)  # key j <= query first + i
-            outputs.append(torch.einsum("hnm,mhd->nhd", scores, vb))  # [Bq, H, L]
-        start += length
-    return torch.cat(outputs, dim=0)
+    qt, kt, vt = q[lay.rows], k[lay.rows], v[lay.rows]  # [NT, block, H, .]
+    ts = history.timestamps[lay.rows]  # [NT, block]
+    qp, kp = lay.position[lay.pair_q], lay.position[lay.pair_k]  # [P, block]
+    scores = torch.einsum("pnhd,pmhd->phnm", qt[lay.pair_q], kt[lay.pair_k])  # [P, H, bq, bk]
+    center = (pos_weight.shape[0] - 1) // 2
+    rel = (kp.unsqueeze(1) - qp.unsqueeze(2)).clamp(-center, center)  # [P, bq, bk] j - i
+    gap = ts[lay.pair_q].unsqueeze(2) - ts[lay.pair_k].unsqueeze(1)  # [P, bq, bk]
+    bucket = (torch.log(gap.abs().clamp(min=1.0)) / TIME_BUCKET_LOG_BASE).long()
+    bias = (pos_weight[center + rel] + time_weight[bucket.clamp(0, time_weight.shape[0] - 1)])
+    mask = (kp.unsqueeze(1) <= qp.unsqueeze(2)) & lay.valid[lay.pair_k].unsqueeze(1)  # [P, bq, bk]
+    scores = F.silu(scores + bias.to(scores.dtype).unsqueeze(1)) / n
+    scores = scores * mask.unsqueeze(1)
+    pairs = torch.einsum("phnm,pmhd->pnhd", scores, vt[lay.pair_k])  # [P, bq, H, L]
+    tiles = pairs.new_zeros((*qt.shape[:3], v.shape[-1])).index_add_(0, lay.pair_q, pairs)
+    return tiles.flatten(0, 1)[lay.slots]  # [T, H, L]
 
 
 class HstuLayer(nn.Module):
@@ -214,7 +261,9 @@ class HstuLayer(nn.Module):
         self.pos_weight = nn.Parameter(torch.empty(2 * max_len - 1))  # relative position j - i
         self.time_weight = nn.Parameter(torch.empty(config.time_buckets + 1))
 
-    def forward(self, x: torch.Tensor, history: Jagged, attention: str) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, history: Jagged, attention: str, layout: TileLayout | None = None
+    ) -> torch.Tensor:
         # x [T, D] -> [T, D]
         c = self.config
         tokens = x.shape[0]
@@ -227,7 +276,7 @@ class HstuLayer(nn.Module):
             attn = naive_attention(q, k, v, history, self.pos_weight, self.time_weight)
         elif attention == "fused":
             attn = fused_attention(
-                q, k, v, history, self.pos_weight, self.time_weight, c.block_size
+                q, k, v, history, self.pos_weight, self.time_weight, c.block_size, layout
             )
         else:
             raise ValueError(f"hstu_attention must be one of {ATTENTION_PATHS}, not {attention!r}")
@@ -281,12 +330,17 @@ class Hstu(nn.Module):
     def stack(self, values: torch.Tensor, history: Jagged, attention: str) -> torch.Tensor:
         """values [T, D] -> user states [B, D] (each history's last position)."""
         long = self.config.long_layers
+        layout = self._layout(history, attention)  # once per stage, shared by its layers
         for layer in self.layers[:long]:
-            values = layer(values, history, attention)
+            values = layer(values, history, attention, layout)
         history, values = keep_last(history, values, self.config.short_max_len)
+        layout = self._layout(history, attention)
         for layer in self.layers[long:]:
-            values = layer(values, history, attention)
+            values = layer(values, history, attention, layout)
         return values[history.offsets[1:] - 1]
+
+    def _layout(self, history: Jagged, attention: str) -> TileLayout | None:
+        return tile_layout(history, self.config.block_size) if attention == "fused" else None
 
     def score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """users [B, D], candidates [B, C, D] -> scores [B, C]."""
@@ -362,7 +416,7 @@ class RecommenderRunner:
     workload = WORKLOAD
 
     def __init__(self, task: str, options: BuildOptions, config: HstuConfig) -> None:
-        if options.hstu_attention not in ATTENTION_PATHS:
+        if options.recommender.hstu_attention not in ATTENTION_PATHS:
             raise ValueError(f"hstu_attention must be one of {ATTENTION_PATHS}")
         self.task = task
         self.options = options
@@ -392,7 +446,7 @@ class RecommenderRunner:
             config.item_rows, (batch, config.candidates), generator=gen
         ).to(device)  # [B, C]
 
-        attention = options.hstu_attention
+        attention = options.recommender.hstu_attention
 
         def step(values: torch.Tensor, history: Jagged) -> torch.Tensor:
             return self.model.stack(values, history, attention)
@@ -428,6 +482,21 @@ class RecommenderRunner:
         model has no sequence to force."""
         values, history, candidates = self.pack()
         return self.model.score(self.step(values, history), candidates).unsqueeze(1)
+
+    def roofline_inputs(self) -> tuple[str, float, float]:
+        """One ``hstu_stack`` call: it reads every HSTU layer's weights (stored bytes, so int8
+        counts as int8) and reads + writes the jagged activations [T, D] once per layer; the
+        embedding table is a lookup of T rows, done in input processing."""
+        layers = sum(
+            int(t.numel() * t.element_size()) if not hasattr(t, "__tensor_flatten__")
+            else sum(int(getattr(t, n).numel() * getattr(t, n).element_size()) for n in t.__tensor_flatten__()[0])
+            for t in self.model.layers.parameters()
+        )
+        tokens = sum(self.lengths)
+        itemsize = getattr(torch, self.options.dtype).itemsize
+        activations = 2 * tokens * self.config.embed_dim * itemsize * self.config.layers
+        flops = flops_per_token(self.config, sum(self.lengths) / len(self.lengths)) * tokens
+        return "hstu_stack_ms", float(layers + activations), flops
 
     def metrics(self) -> dict[str, float]:
         return {

@@ -621,8 +621,8 @@ class SpeechRunner:
         dtype: torch.dtype = getattr(torch, options.dtype)
         device = torch.device(options.device)
 
-        # ``extra["init_std"]`` overrides the scale's: tests use a large one for varied beams
-        init_std = float(dict(options.extra).get("init_std", config.init_std))
+        # ``speech.init_std`` overrides the scale's: tests use a large one for varied beams
+        init_std = options.speech.init_std if options.speech.init_std is not None else config.init_std
         config = replace(config, init_std=init_std)
         self.config = config
         torch.manual_seed(options.seed)
@@ -635,7 +635,7 @@ class SpeechRunner:
         patch_generation_config(self.model, config)
         self.model.vocoder.apply_weight_norm()
         self.weight_norms_folded = 0
-        if options.remove_weight_norm:
+        if options.speech.remove_weight_norm:
             self.weight_norms_folded = fold_weight_norm(self.model.vocoder)
         self.facts = facts_of(self.model, config, dtype)
 
@@ -684,7 +684,7 @@ class SpeechRunner:
         # nothing measurable at tiny scale for ~20 s of cold compile per utterance length.
         self.step_names: tuple[str, ...] = (
             (("step",) if self.static_cache is not None else ())
-            + (("vocoder_net",) if speaks(task) and options.remove_weight_norm else ())
+            + (("vocoder_net",) if speaks(task) and options.speech.remove_weight_norm else ())
         )
         self.last_units = 0
         self.last_waveform_samples = 0
@@ -702,7 +702,7 @@ class SpeechRunner:
                 self.prefill, self.step, self.prefix, encoder_hidden, self.config.beam_size,
                 self.config.new_tokens, CONTROL_IDS,
             )
-        cache = make_cache(self.model.config, self.options.inplace_beam_reorder)
+        cache = make_cache(self.model.config, self.options.speech.inplace_beam_reorder)
         return beam_search(
             self.prefill, self.step, self.prefix, encoder_hidden, self.config.beam_size,
             self.config.new_tokens, (PAD_ID, UNK_ID, BOS_ID, EOS_ID), cache,

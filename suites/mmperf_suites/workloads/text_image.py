@@ -33,9 +33,8 @@ tokenizer): 0 pad, 1 BOS, 2 EOS, 3 ``<image>`` placeholder, then the image codes
 ``<boi>``, ``<eoi>``, then text ids. The image tokens are fed as ids (what
 ``get_image_features`` embeds), so the ``<image>`` placeholder path is not used.
 
-``BuildOptions.extra``: ``layerskip_trained``, ``layerskip_exit_layer``,
-``layerskip_draft_tokens`` as in ``mmperf_suites.workloads.llm`` (text tasks only: LayerSkip here is
-greedy, ``t2i`` samples).
+``BuildOptions.layerskip`` (``trained_factor``, ``exit_layer``, ``draft_tokens``) as in
+``mmperf_suites.workloads.llm`` (text tasks only: LayerSkip here is greedy, ``t2i`` samples).
 """
 
 from __future__ import annotations
@@ -227,7 +226,6 @@ class ChameleonRunner:
         self.sizes = sizes
         self.device = torch.device(options.device)
         dtype: torch.dtype = getattr(torch, options.dtype)
-        extra = dict(options.extra)
 
         torch.manual_seed(options.seed)
         with self.device:
@@ -277,7 +275,7 @@ class ChameleonRunner:
         self.text_bias[is_image] = float("-inf")
 
         # t2i samples (top-p) rather than decoding greedily: no self-speculation there
-        decoding.attach_steps(self, self.stack, sizes.layers, extra, allow_layerskip=task != "t2i")
+        decoding.attach_steps(self, self.stack, sizes.layers, options.layerskip, allow_layerskip=task != "t2i")
         self.prompt_tokens = self.prompt_length()
         self._static_cache: Cache | None = None
 
@@ -336,14 +334,18 @@ class ChameleonRunner:
 
     @torch.inference_mode()
     def teacher_forced_logits(self, tokens: list[list[int]]) -> torch.Tensor:
-        """Logits [B, P + len, V] over the prompt (conditional row for t2i) + continuation."""
+        """Logits [B, len, V] of this runner's own decode path (compiled step, static cache,
+        quantized weights as its levers left them) forced along ``tokens``; for t2i all three
+        guidance streams are fed the tokens and the conditional rows' raw logits are returned."""
+        continuation = torch.tensor(tokens, device=self.device)
         if self.streams is not None:
-            prompt = self.streams[: self.options.batch_size]
-        else:
-            prompt = self.image_prompt(self.model.model.get_image_tokens(self.pixels))
-        ids = torch.cat([prompt, torch.tensor(tokens, device=self.device)], dim=1)
-        batch, length = ids.shape
-        return self.prefill(ids, decoding.positions(batch, 0, length, self.device), None)
+            batch = self.options.batch_size
+            logits = decoding.teacher_forced_decode(
+                self.prefill, self.step, self.streams, continuation.repeat(3, 1), self.cache()
+            )
+            return logits[:batch]
+        prompt = self.image_prompt(self.model.model.get_image_tokens(self.pixels))
+        return decoding.teacher_forced_decode(self.prefill, self.step, prompt, continuation, self.cache())
 
     def metrics(self) -> dict[str, float]:
         rows = 3 * self.options.batch_size if self.task == "t2i" else self.options.batch_size
