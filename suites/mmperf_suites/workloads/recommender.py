@@ -34,7 +34,7 @@ capped at max_len: many short histories, a few at the cap), item ids uniform ove
 embedding table, timestamps with exponential gaps (mean one hour), ``candidates`` random items.
 
 Phases: ``input_processing`` (pack the per-user histories into values + offsets, embedding
-lookups of history and candidates), ``hstu_stack``, ``output`` (top MLP, scores, top-k).
+lookups of history and candidates, the fused path's tile schedule), ``hstu_stack``, ``output`` (top MLP, scores, top-k).
 ``runner.step`` is the HSTU stack (what the ``compile`` lever compiles); ``runner.model`` holds
 the embedding table, HSTU layers and top MLP (what int8 levers quantize: all are ``nn.Linear``).
 """
@@ -86,7 +86,7 @@ SCALES: dict[str, HstuConfig] = {
     "tiny": HstuConfig(
         item_rows=10_000, embed_dim=64, heads=2, attention_dim=32, linear_dim=32,
         long_layers=1, long_max_len=256, short_layers=2, short_max_len=128, time_buckets=128,
-        block_size=64, candidates=64, top_k=10, mlp_hidden=64, init_std=0.1,
+        block_size=32, candidates=64, top_k=10, mlp_hidden=64, init_std=0.1,
         describe_dtype="float32",
     ),
     "small": HstuConfig(
@@ -285,6 +285,10 @@ class HstuLayer(nn.Module):
         return x + self.out(gated)
 
 
+# the fused path's tile layouts of the long and the short stage
+Schedule = tuple[TileLayout, TileLayout]
+
+
 def offsets_of(lengths: tuple[int, ...], device: torch.device) -> torch.Tensor:  # [B + 1]
     offsets = torch.zeros(len(lengths) + 1, dtype=torch.long, device=device)
     offsets[1:] = torch.tensor(lengths, device=device).cumsum(0)
@@ -327,20 +331,27 @@ class Hstu(nn.Module):
         for p in self.parameters():
             p.normal_(0.0, std, generator=generator)
 
-    def stack(self, values: torch.Tensor, history: Jagged, attention: str) -> torch.Tensor:
-        """values [T, D] -> user states [B, D] (each history's last position)."""
+    def stack(
+        self, values: torch.Tensor, history: Jagged, attention: str, schedule: Schedule | None = None
+    ) -> torch.Tensor:
+        """values [T, D] -> user states [B, D] (each history's last position). ``schedule``:
+        the fused path's tile layout of each stage (:meth:`schedule`), else built here."""
         long = self.config.long_layers
-        layout = self._layout(history, attention)  # once per stage, shared by its layers
+        if attention == "fused" and schedule is None:
+            schedule = self.schedule(history)
         for layer in self.layers[:long]:
-            values = layer(values, history, attention, layout)
+            values = layer(values, history, attention, schedule[0] if schedule else None)
         history, values = keep_last(history, values, self.config.short_max_len)
-        layout = self._layout(history, attention)
         for layer in self.layers[long:]:
-            values = layer(values, history, attention, layout)
+            values = layer(values, history, attention, schedule[1] if schedule else None)
         return values[history.offsets[1:] - 1]
 
-    def _layout(self, history: Jagged, attention: str) -> TileLayout | None:
-        return tile_layout(history, self.config.block_size) if attention == "fused" else None
+    def schedule(self, history: Jagged) -> Schedule:
+        """The tile layouts of both stages, from the histories' offsets alone: what a fused
+        jagged kernel's launch computes before it runs (input processing)."""
+        keep = tuple(min(n, self.config.short_max_len) for n in history.lengths)
+        short = Jagged(offsets_of(keep, history.offsets.device), keep, history.timestamps)
+        return tile_layout(history, self.config.block_size), tile_layout(short, self.config.block_size)
 
     def score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """users [B, D], candidates [B, C, D] -> scores [B, C]."""
@@ -406,8 +417,8 @@ def check_task(task: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Runner
 
-# step(values [T, D], history) -> user states [B, D]
-StepFn = Callable[[torch.Tensor, Jagged], torch.Tensor]
+# step(values [T, D], history, fused-path schedule or None) -> user states [B, D]
+StepFn = Callable[[torch.Tensor, Jagged, "Schedule | None"], torch.Tensor]
 
 
 class RecommenderRunner:
@@ -448,8 +459,8 @@ class RecommenderRunner:
 
         attention = options.recommender.hstu_attention
 
-        def step(values: torch.Tensor, history: Jagged) -> torch.Tensor:
-            return self.model.stack(values, history, attention)
+        def step(values: torch.Tensor, history: Jagged, schedule: Schedule | None) -> torch.Tensor:
+            return self.model.stack(values, history, attention, schedule)
 
         self.step: StepFn = step
         self.step_names: tuple[str, ...] = ("step",)
@@ -466,8 +477,9 @@ class RecommenderRunner:
     def run(self, phases: PhaseRecorder) -> Output:
         with phases.phase("input_processing"):
             values, history, candidates = self.pack()
+            schedule = self.schedule_of(history)
         with phases.phase("hstu_stack"):
-            users = self.step(values, history)  # [B, D]
+            users = self.step(values, history, schedule)  # [B, D]
         with phases.phase("output"):
             scores = self.model.score(users, candidates)  # [B, C]
             top_scores, top = scores.topk(self.config.top_k, dim=1)  # [B, k]
@@ -481,7 +493,11 @@ class RecommenderRunner:
         top-1 agreement, KL and SQNR on the model's output. ``tokens`` is unused: a ranking
         model has no sequence to force."""
         values, history, candidates = self.pack()
-        return self.model.score(self.step(values, history), candidates).unsqueeze(1)
+        return self.model.score(self.step(values, history, self.schedule_of(history)), candidates).unsqueeze(1)
+
+    def schedule_of(self, history: Jagged) -> Schedule | None:
+        fused = self.options.recommender.hstu_attention == "fused"
+        return self.model.schedule(history) if fused else None
 
     def roofline_inputs(self) -> tuple[str, float, float]:
         """One ``hstu_stack`` call: it reads every HSTU layer's weights (stored bytes, so int8
