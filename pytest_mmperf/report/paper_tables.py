@@ -272,7 +272,8 @@ def _op_share(b: BenchmarkRecord, op_class: str) -> float | None:
 
 def batch_table(doc: RunDocument) -> str:
     """The paper's batch findings, one row per (workload/task, batch): the attention share and
-    the beam KV-reorder share of eager's time (operator classes, needs --mmperf-profile), the
+    the KV-cache operator share (index_select / copy_ / cat: speech's beam reorder) of eager's
+    time (operator classes, needs --mmperf-profile), the
     KV-cache bytes, and the speedup of the attention lever (HSTU: fused vs naive attention)."""
     rows: dict[tuple[str, int], dict[str, str]] = {}
     for b in doc.benchmarks:
@@ -292,7 +293,7 @@ def batch_table(doc: RunDocument) -> str:
             row["attention_speedup"] = f"{_speedup_text(b)} ({'+'.join(b.optimizations)})"
     if not rows:
         return "(no benchmark in this document)\n"
-    lines = ["| workload/task | batch | attention share (eager) | KV-reorder share (eager) | KV cache | "
+    lines = ["| workload/task | batch | attention share (eager) | KV-cache ops share (eager; beam reorder in speech) | KV cache | "
              "attention lever speedup |", "|---|---|---|---|---|---|"]
     for workload_task, batch in sorted(rows):
         r = rows[(workload_task, batch)]
