@@ -293,7 +293,7 @@ def batch_table(doc: RunDocument) -> str:
             row["attention_speedup"] = f"{_speedup_text(b)} ({'+'.join(b.optimizations)})"
     if not rows:
         return "(no benchmark in this document)\n"
-    lines = ["| workload/task | batch | attention share (eager) | KV-cache ops share (eager; beam reorder in speech) | KV cache | "
+    lines = ["| workload/task | batch | attention share (eager) | KV-cache ops share (eager) | KV cache | "
              "attention lever speedup |", "|---|---|---|---|---|---|"]
     for workload_task, batch in sorted(rows):
         r = rows[(workload_task, batch)]
