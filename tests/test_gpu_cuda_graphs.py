@@ -12,11 +12,11 @@ import pytest
 import torch
 from mmperf_levers import cuda_graphs, registry, stack
 from mmperf_levers.compile import CompileLever
-from mmperf_levers.contract import BuildOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, LayerSkipOptions, NullPhases
 from mmperf_suites import harness
 from mmperf_suites.workloads import llm, text_image
 
-TRAINED = (("layerskip_trained", 0.05),)
+TRAINED = LayerSkipOptions(trained_factor=0.05)
 
 
 class ReplayingStep:
@@ -54,7 +54,7 @@ def replay_steps(runner: Any) -> dict[str, ReplayingStep]:
 def test_layerskip_loop_keeps_no_step_output_across_replays(module: Any, task: str) -> None:
     """The loop keeps draft hidden states over several draft calls; with replay semantics the
     tokens must still equal plain greedy decoding (they would not if it kept the references)."""
-    options = BuildOptions(kv_cache="static", extra=TRAINED)
+    options = BuildOptions(kv_cache="static", layerskip=TRAINED)
     reference = module.build(task, options).run(NullPhases()).tokens
     lever = registry.by_name("layerskip")
     runner = module.build(task, lever.configure(options))

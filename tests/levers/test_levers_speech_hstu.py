@@ -90,7 +90,7 @@ def test_static_cache_and_compile_apply_to_speech() -> None:
 def test_static_cache_and_compile_keep_beams_and_waveform(task: str) -> None:
     """fp32 on CPU: the compiled decoder step over the static cache gives eager's beams token for
     token; the compiled HiFi-GAN (after remove_weight_norm) its waveform within float rounding."""
-    options = BuildOptions(extra=VARIED)
+    options = BuildOptions(speech=VARIED)
     base = speech.build(task, options).run(NullPhases())
     levers = [registry.by_name(n) for n in ("static_cache", "remove_weight_norm", "compile")]
     for lever in levers:

@@ -124,8 +124,8 @@ def test_unknown_task_and_scale_are_refused() -> None:
 
 @pytest.mark.parametrize(("task", "batch_size"), [("t2st", 1), ("s2tt", 2)])
 def test_static_cache_gives_the_dynamic_cache_beams(task: str, batch_size: int) -> None:
-    dynamic = speech.build(task, BuildOptions(batch_size=batch_size, extra=VARIED))
-    static = speech.build(task, BuildOptions(batch_size=batch_size, extra=VARIED, kv_cache="static"))
+    dynamic = speech.build(task, BuildOptions(batch_size=batch_size, speech=VARIED))
+    static = speech.build(task, BuildOptions(batch_size=batch_size, speech=VARIED, kv_cache="static"))
     expected = dynamic.run(NullPhases())
     first, again = static.run(NullPhases()), static.run(NullPhases())  # the cache is reused
     assert expected.tokens is not None and len(set(expected.tokens[0])) > 3  # varied beams
