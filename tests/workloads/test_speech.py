@@ -151,7 +151,7 @@ def test_static_cache_keeps_its_storage_and_offers_the_step_to_compile() -> None
     # HiFi-GAN is, once its weight norm is folded
     assert speech.build("t2tt", BuildOptions()).step_names == ()
     assert speech.build("s2st", BuildOptions()).step_names == ()
-    folded = BuildOptions(kv_cache="static", remove_weight_norm=True)
+    folded = BuildOptions(kv_cache="static", speech=SpeechOptions(remove_weight_norm=True))
     assert speech.build("s2st", folded).step_names == ("step", "vocoder_net")
     assert speech.build("s2tt", folded).step_names == ("step",)
 
