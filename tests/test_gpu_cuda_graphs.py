@@ -89,7 +89,7 @@ def test_cuda_graphs_implies_the_static_cache_and_is_a_lever_set() -> None:
     assert harness.lever_id(("static_cache", "cuda_graphs")) == "static_cache+cuda_graphs"
     assert lever.unsupported("llm", "t2t", "cuda") is None
     assert lever.unsupported("llm", "t2t", "cpu")  # refused with a reason on CPU
-    assert lever.unsupported("speech", "s2st", "cuda")  # the beam search has no static cache
+    assert lever.unsupported("speech", "s2st", "cuda") is None  # the beam search has a static cache now
     on_gpu = stack.ComposedLever(stack.compatible_levers("llm", "t2t", "cuda"))
     assert on_gpu.configure(BuildOptions(device="cuda")).kv_cache == "static"
 

@@ -37,7 +37,6 @@ COMMON_LEVER_SETS: tuple[tuple[str, ...], ...] = (
     (),
     ("sdpa",),
     ("static_cache",),
-    ("compile",),
     ("static_cache", "cuda_graphs"),
     ("int8_weight_only",),
     ("int8_dynamic",),
@@ -45,7 +44,10 @@ COMMON_LEVER_SETS: tuple[tuple[str, ...], ...] = (
 )
 WORKLOAD_LEVER_SETS: dict[str, tuple[tuple[str, ...], ...]] = {
     "speech": (("inplace_beam_reorder",), ("remove_weight_norm",)),
-    "recommender": (("hstu_fused_attention",), ("cuda_graphs",)),
+    # compile alone is the recommender's lever 2 (no KV cache); on the decoders the paper's lever 2
+    # is static cache + compile (the ``compiled`` step), and compile over a growing cache only
+    # recompiles (~4 minutes of the cold tiny suite for an ablation the paper does not report)
+    "recommender": (("hstu_fused_attention",), ("compile",), ("cuda_graphs",)),
 }
 PROGRESSION_SETS: tuple[tuple[str, ...], ...] = (("compiled",), ("stack",), ("stack_layerskip",))
 STEP_NAMES = ("compiled", "stack", "stack_layerskip")
