@@ -169,7 +169,8 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Mmperf, None, None]:
         pytest.skip("pytest-mmperf benchmark: run with --mmperf")
     from pytest_mmperf.fixture import Mmperf
     from pytest_mmperf.measure.clocks import make_clock
-    from pytest_mmperf.measure.memory import make_probes
+    from pytest_mmperf.measure.contention import ContentionMonitor
+    from pytest_mmperf.measure.memory import make_accountant, make_probes
 
     plan = request.node.stash.get(PLAN_KEY, None)
     if plan is None:  # the fixture was requested dynamically (getfixturevalue): not planned at collection
@@ -186,6 +187,8 @@ def mmperf(request: pytest.FixtureRequest) -> Generator[Mmperf, None, None]:
             context=run,
             clock_factory=lambda: make_clock(run.device, settings.clock),
             probe_factory=lambda: make_probes(run.device),
+            accountant_factory=lambda: make_accountant(run.device),
+            monitor_factory=lambda: ContentionMonitor(run.device),
             device=run.device,
             describe=describe,
         )
