@@ -179,7 +179,7 @@ def test_cuda_marks_come_from_a_pool_reused_across_rounds():
     cuda = FakeCuda()
     clock = CudaEventClock(cuda, host, pool_size=4)
     assert cuda.events_created == 4
-    sampler = Sampler(clock, [], RoundPlan(warmup=1, rounds=5, max_rounds=5, calibrate=False))
+    sampler = Sampler(clock, [], RoundPlan(warmup=1, rounds=5, max_rounds=5))
 
     def decode():
         for _ in range(40):  # 80 marks per round: more than the first pool holds
