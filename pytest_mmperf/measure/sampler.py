@@ -61,8 +61,9 @@ class RoundPlan:
     # harness's own code (phase marks, clock reads), which warm-up calls do not run. The
     # instruction clock counts that code, and Python specializes it over its first executions.
     discard: int = 0
-    # Repeat short calls within a round and time the harness's own costs: for wall-clock clocks
-    # (an instruction count has no timer overhead to amortize).
+    # Wall-clock clocks: repeat short calls within a round, time the harness's own costs and mark
+    # phases in warm-up (sizing the CUDA event pool). Off under the instruction clock: a count has
+    # no timer overhead to amortize, and warm-up there stays uncounted and unmarked.
     calibrate: bool = True
     max_overhead: float = 0.01  # the harness's cost of a round, as a fraction of the round
     # Shortest calibrated round: between rounds the probes (a /proc read and write, parsing)
@@ -214,7 +215,7 @@ class Sampler:
             self.clock.synchronize()
             self.clock.rewind()
             # phases are marked (and dropped) in warm-up too: that sizes the CUDA event pool
-            self.phases.active = True
+            self.phases.active = self.plan.calibrate
             try:
                 t0 = self.clock.now_ns()
                 acc.result = arm()
