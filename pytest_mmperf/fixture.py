@@ -177,7 +177,8 @@ class Mmperf:
             observe=observe if any(observers) else None,
             # under callgrind an extra profiled call would cost minutes and count nothing new
             accountant=self._accountant_factory() if self._accountant_factory and not instructions else None,
-            monitor=self._monitor_factory() if self._monitor_factory else None,
+            # wall time under valgrind says nothing about contention
+            monitor=self._monitor_factory() if self._monitor_factory and not instructions else None,
         )
 
     def phase(self, name: str) -> AbstractContextManager[None]:
@@ -273,7 +274,7 @@ class Mmperf:
             if values:
                 self._samples[prefix + name] = list(values)
                 self._rounds[prefix + name] = list(arm.rounds[name])
-        if arm.measured_rounds and self._monitor_factory is not None:
+        if arm.measured_rounds and self._monitor_factory is not None and self.settings.clock != "instructions":
             self._samples[prefix + contention.CONTENDED] = [float(arm.contended_rounds)]
             self._rounds[prefix + contention.CONTENDED] = [0]
         if not prefix:
