@@ -4,20 +4,30 @@
     with mmperf.phase("ttft"): ...                  # inside fn: a named phase -> ttft_ms
     eager_out, opt_out = mmperf.interleaved(eager_fn, optimized_fn)   # ABBA, speedup with CI
     mmperf.check("tpot_ms", below=5.0)              # an assertion on a metric
+    mmperf.observe(lambda result: ...)              # see each round's result, untimed
+
+Round results are not kept (keeping them changes what is timed, see
+:mod:`pytest_mmperf.measure.sampler`): a test that checks outputs across rounds registers an
+``observe`` callback and keeps a fingerprint.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_mmperf.judge.checks import check_bound
+from pytest_mmperf.measure import contention
 from pytest_mmperf.measure.clocks import Clock
-from pytest_mmperf.measure.memory import MemoryProbe
+from pytest_mmperf.measure.contention import ContentionMonitor
+from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe
+from pytest_mmperf.measure.memory.host import PROCESS_PEAK_RSS
 from pytest_mmperf.measure.memory.nvml import DEVICE_STATE_METRICS
-from pytest_mmperf.measure.sampler import ArmSamples, PhaseLog, RoundPlan, Sampler
+from pytest_mmperf.measure.sampler import PHASE_COST, ArmSamples, PhaseLog, RoundPlan, Sampler
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
@@ -26,8 +36,29 @@ from pytest_mmperf.settings import INSTRUCTION_DISCARD, Settings
 if TYPE_CHECKING:
     from pytest_mmperf.session import RunSession
 
-# Metrics from NVML describe the device, not the workload: recorded, never gated.
-UNGATED = DEVICE_STATE_METRICS | {"first_call_ms"}
+# Recorded, never gated: NVML describes the device and the process figures everything the process
+# holds (not the workload); first calls include compilation; the harness's own costs and the
+# contention figures describe the measurement, not the code measured.
+UNGATED = DEVICE_STATE_METRICS | {
+    "first_call_ms", PROCESS_PEAK_RSS, "process_cuda_reserved_bytes", PHASE_COST,
+    contention.RATIO, contention.SWITCHES, contention.CONTENDED,
+}
+
+# Old metric names still accepted by check() and samples(), with a DeprecationWarning.
+RENAMED = {"peak_rss_bytes": PROCESS_PEAK_RSS}
+
+
+def _current_name(name: str) -> str:
+    new = RENAMED.get(name)
+    if new is None:
+        return name
+    warnings.warn(
+        f"metric {name!r} is now {new!r} (the process's figure, informational); the benchmark's "
+        "own memory is 'peak_memory_bytes'",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return new
 
 
 @dataclass
@@ -52,6 +83,8 @@ class Mmperf:
         clock_factory: Callable[[], Clock],
         probe_factory: Callable[[], Sequence[MemoryProbe]],
         device: str,
+        accountant_factory: Callable[[], MemoryAccountant | None] | None = None,
+        monitor_factory: Callable[[], ContentionMonitor | None] | None = None,
         describe: Mapping[str, Any] | None = None,
         disabled: bool = False,
     ) -> None:
@@ -63,19 +96,21 @@ class Mmperf:
         self.device = device
         self._clock_factory = clock_factory
         self._probe_factory = probe_factory
+        self._accountant_factory = accountant_factory
+        self._monitor_factory = monitor_factory
+        self._observers: dict[str, Callable[[Any], None]] = {}
         self._clock: Clock | None = None
         self._phases: PhaseLog | None = None
         # while profiling, phase marks become profiler ranges (the device-busy step windows)
         self._annotate: Callable[[str], AbstractContextManager[Any]] | None = None
         self.description = Description(scale=settings.scale)
         self._samples: dict[str, list[float]] = {}
+        self._rounds: dict[str, list[int]] = {}
         self._extra: dict[str, MetricRecord] = {}
         self._speedup: Speedup | None = None
         self.quality: dict[str, Any] | None = None
         self.profile: dict[str, Any] | None = None
         self.roofline: dict[str, Any] | None = None
-        self.round_results: list[Any] = []
-        self.eager_round_results: list[Any] = []
         self.measured = False
         if describe:
             self.describe(**describe)
@@ -105,9 +140,20 @@ class Mmperf:
         d.params.update(params)
 
     # -- measuring -----------------------------------------------------------------------------
+    def observe(
+        self, callback: Callable[[Any], None] | None = None, *, eager: Callable[[Any], None] | None = None
+    ) -> None:
+        """Callbacks that see every measured round's result after the timed region (the
+        benchmark's own arm, and the eager arm of ``interleaved``): compute a fingerprint or
+        compare on the fly there; the result is released before the next timed call."""
+        if callback is not None:
+            self._observers[""] = callback
+        if eager is not None:
+            self._observers[EAGER_PREFIX] = eager
+
     def _sampler(
         self,
-        keep_results: bool,
+        prefixes: Sequence[str],
         plan: RoundPlan | None = None,
         before_round: Callable[[], None] | None = None,
         after_round: Callable[[], None] | None = None,
@@ -116,16 +162,36 @@ class Mmperf:
             self._clock = self._clock_factory()
             self._phases = PhaseLog(self._clock)
         assert self._phases is not None
+        instructions = self.settings.clock == "instructions"
         if plan is None:
             plan = RoundPlan(
                 warmup=self.settings.warmup,
                 rounds=self.settings.rounds,
                 max_rounds=self.settings.max_rounds,
                 max_time_s=self.settings.max_time,
-                discard=INSTRUCTION_DISCARD if self.settings.clock == "instructions" else 0,
+                discard=INSTRUCTION_DISCARD if instructions else 0,
+                calibrate=not instructions,  # a count has no timer overhead to amortize
             )
-        return Sampler(self._clock, self._probe_factory(), plan, self._phases, keep_results,
-                       before_round=before_round, after_round=after_round)
+        observers = [self._observers.get(p) for p in prefixes]
+
+        def observe(arm: int, result: Any) -> None:
+            callback = observers[arm]
+            if callback is not None:
+                callback(result)
+
+        return Sampler(
+            self._clock,
+            self._probe_factory(),
+            plan,
+            self._phases,
+            observe=observe if any(observers) else None,
+            # under callgrind an extra profiled call would cost minutes and count nothing new
+            accountant=self._accountant_factory() if self._accountant_factory and not instructions else None,
+            # wall time under valgrind says nothing about contention
+            monitor=self._monitor_factory() if self._monitor_factory and not instructions else None,
+            before_round=before_round,
+            after_round=after_round,
+        )
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         """A named phase inside the measured call; a no-op outside measured rounds."""
@@ -141,10 +207,12 @@ class Mmperf:
         self._ensure_once()
         if self.disabled:
             return fn(*args, **kwargs)
-        (arm,) = self._sampler(keep_results=True).run([lambda: fn(*args, **kwargs)])
+        # fn itself when it takes no arguments, else a C-level partial: a Python lambda with
+        # argument unpacking cost ~0.3 us per call here, +15% on a 2 us call
+        call = fn if not args and not kwargs else functools.partial(fn, *args, **kwargs)
+        (arm,) = self._sampler([""]).run([call])
         self._take(arm, prefix="")
-        self.round_results = arm.results
-        self._characterize(lambda: fn(*args, **kwargs))
+        self._characterize(call)
         return arm.result
 
     def pedantic(
@@ -196,11 +264,11 @@ class Mmperf:
                 return call()
             finally:
                 finish()
+        # the user chose rounds and iterations: no calibration, exactly what pedantic asked for
         plan = RoundPlan(warmup=warmup_rounds, rounds=rounds, max_rounds=rounds, max_time_s=0.0,
-                         iterations=iterations)
-        (arm,) = self._sampler(keep_results=True, plan=plan, before_round=prepare, after_round=finish).run([call])
+                         iterations=iterations, calibrate=False)
+        (arm,) = self._sampler([""], plan=plan, before_round=prepare, after_round=finish).run([call])
         self._take(arm, prefix="")
-        self.round_results = arm.results
         return arm.result
 
     def interleaved(
@@ -214,7 +282,7 @@ class Mmperf:
         self._ensure_once()
         if self.disabled:
             return eager(), optimized()
-        eager_arm, opt_arm = self._sampler(keep_results=True).run([eager, optimized])
+        eager_arm, opt_arm = self._sampler([EAGER_PREFIX, ""]).run([eager, optimized])
         self._take_arms(eager_arm, opt_arm)
         self._characterize(optimized)
         return eager_arm.result, opt_arm.result
@@ -232,9 +300,9 @@ class Mmperf:
         """
         self._ensure_once()
         self.describe(arms="sequential")
-        (eager_arm,) = self._sampler(keep_results=True).run([eager])
+        (eager_arm,) = self._sampler([EAGER_PREFIX]).run([eager])
         optimized = make_optimized(eager_arm.result)
-        (opt_arm,) = self._sampler(keep_results=True).run([optimized])
+        (opt_arm,) = self._sampler([""]).run([optimized])
         self._take_arms(eager_arm, opt_arm)
         self._characterize(optimized)
         return eager_arm.result, opt_arm.result
@@ -244,8 +312,6 @@ class Mmperf:
         speedup (ratio of median latencies with its CI)."""
         self._take(opt_arm, prefix="")
         self._take(eager_arm, prefix=EAGER_PREFIX)
-        self.round_results = opt_arm.results
-        self.eager_round_results = eager_arm.results
         latency = _latency_metric(opt_arm.samples)
         e = eager_arm.samples[latency]
         o = opt_arm.samples[latency]
@@ -258,8 +324,10 @@ class Mmperf:
             return
         from pytest_mmperf.measure.profiling import annotate_phase, profile_call
 
-        rounds = max(len(self._samples.get(_latency_metric(self._samples), [])), 1)
-        steps = len(self._samples.get("tpot_ms", [])) // rounds
+        calls = max(len(self._samples.get(_latency_metric(self._samples), [])), 1) * int(
+            self.description.params.get("iterations_per_round", 1)
+        )
+        steps = len(self._samples.get("tpot_ms", [])) // calls
         self._annotate = annotate_phase
         try:
             self.profile = profile_call(fn, self.device, steps=steps)
@@ -277,6 +345,12 @@ class Mmperf:
         for name, values in arm.samples.items():
             if values:
                 self._samples[prefix + name] = list(values)
+                self._rounds[prefix + name] = list(arm.rounds[name])
+        if arm.measured_rounds and self._monitor_factory is not None and self.settings.clock != "instructions":
+            self._samples[prefix + contention.CONTENDED] = [float(arm.contended_rounds)]
+            self._rounds[prefix + contention.CONTENDED] = [0]
+        if not prefix:
+            self.description.params["iterations_per_round"] = arm.iterations
 
     # -- extra metrics, assertions ---------------------------------------------------------------
     def record(
@@ -286,8 +360,10 @@ class Mmperf:
         *,
         direction: str | Direction | None = None,
         gated: bool = True,
+        rounds: Sequence[int] | None = None,
     ) -> MetricRecord:
-        """Add a metric computed by the benchmark (``tokens_per_s``, ``kv_cache_bytes``, ...)."""
+        """Add a metric computed by the benchmark (``tokens_per_s``, ``kv_cache_bytes``, ...);
+        ``rounds``: the measured round of each sample, where a round gave several."""
         seq = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
         rec = MetricRecord.from_samples(
             name,
@@ -295,11 +371,22 @@ class Mmperf:
             confidence=self.settings.confidence,
             direction=Direction(direction) if direction is not None else None,
             gated=gated,
+            rounds=_several_per_round(rounds),
         )
         self._extra[name] = rec
         return rec
 
+    def rounds_of(self, name: str) -> list[int]:
+        """The measured round of each sample of ``name`` (0, 1, 2, ... for one per round)."""
+        if name in self._rounds:
+            return list(self._rounds[name])
+        rec = self._extra.get(name)
+        if rec is None:
+            raise KeyError(f"no metric {name!r}")
+        return list(rec.rounds) if rec.rounds is not None else list(range(rec.n))
+
     def samples(self, name: str) -> list[float]:
+        name = _current_name(name)
         if name in self._samples:
             return list(self._samples[name])
         if name in self._extra:
@@ -310,7 +397,11 @@ class Mmperf:
     def metrics(self) -> dict[str, MetricRecord]:
         out = {
             name: MetricRecord.from_samples(
-                name, values, confidence=self.settings.confidence, gated=name.removeprefix(EAGER_PREFIX) not in UNGATED
+                name,
+                values,
+                confidence=self.settings.confidence,
+                gated=name.removeprefix(EAGER_PREFIX) not in UNGATED,
+                rounds=_several_per_round(self._rounds.get(name)),
             )
             for name, values in self._samples.items()
         }
@@ -332,6 +423,7 @@ class Mmperf:
         """Assert a bound on a metric; the failure names the metric, its value with CI and the bound."""
         if self.disabled:
             return  # --benchmark-disable: nothing was measured, nothing to check
+        metric = _current_name(metric)
         metrics = self.metrics
         if metric not in metrics:
             raise AssertionError(
@@ -364,6 +456,13 @@ class Mmperf:
             profile=self.profile,
             roofline=self.roofline,
         )
+
+
+def _several_per_round(rounds: Sequence[int] | None) -> list[int] | None:
+    """Round indices where they say something: None when sample i is simply round i."""
+    if rounds is None or list(rounds) == list(range(len(rounds))):
+        return None
+    return list(rounds)
 
 
 def _latency_metric(samples: Mapping[str, Sequence[float]]) -> str:

@@ -185,7 +185,8 @@ def _attach(request: pytest.FixtureRequest, kwargs: Mapping[str, Any] | None, di
     ``kwargs``: marker keywords to plan it with (None: the plan made at collection)."""
     from pytest_mmperf.fixture import Mmperf
     from pytest_mmperf.measure.clocks import make_clock
-    from pytest_mmperf.measure.memory import make_probes
+    from pytest_mmperf.measure.contention import ContentionMonitor
+    from pytest_mmperf.measure.memory import make_accountant, make_probes
 
     run = request.config.stash[SESSION_KEY]
     # the mmperf fixture's plan comes from collection; pytest-benchmark's marker is translated
@@ -204,6 +205,8 @@ def _attach(request: pytest.FixtureRequest, kwargs: Mapping[str, Any] | None, di
             context=run,
             clock_factory=lambda: make_clock(run.device, settings.clock),
             probe_factory=lambda: make_probes(run.device),
+            accountant_factory=lambda: make_accountant(run.device),
+            monitor_factory=lambda: ContentionMonitor(run.device),
             device=run.device,
             describe=describe,
             disabled=disabled,

@@ -6,5 +6,9 @@ Importing torch, scipy.stats and transformers here, before any pytester run, kee
 """
 
 import scipy.stats  # noqa: F401
-import torch  # noqa: F401
+import torch
+
+# torch's profiler (the CPU memory accountant of every benchmark) imports inductor's config on
+# its first use, and inductor registers a torch library that cannot be defined twice.
+import torch._inductor.config  # noqa: F401
 import transformers  # noqa: F401

@@ -29,7 +29,7 @@ def test_readme_example_runs_and_measures_its_phases(pytester):
     result.assert_outcomes(passed=1)
     (bench,) = json.loads((pytester.path / "r.json").read_text())["benchmarks"]
     metrics = bench["metrics"]
-    assert {"latency_ms", "ttft_ms", "tpot_ms", "peak_rss_bytes"} <= set(metrics)
+    assert {"latency_ms", "ttft_ms", "tpot_ms", "peak_memory_bytes", "process_peak_rss_bytes"} <= set(metrics)
     assert metrics["tpot_ms"]["n"] == 16 * metrics["ttft_ms"]["n"]  # one sample per decode step
 
 

@@ -29,16 +29,16 @@ def test_cuda_fingerprint_names_the_gpu():
 def test_host_probe_resets_and_reads_peak_rss():
     probe = HostRssProbe()
     probe.reset()
-    before = probe.read()["peak_rss_bytes"]
+    before = probe.read()["process_peak_rss_bytes"]
     block = bytearray(64 * 1024 * 1024)  # touch 64 MiB
     for i in range(0, len(block), 4096):
         block[i] = 1
-    after = probe.read()["peak_rss_bytes"]
+    after = probe.read()["process_peak_rss_bytes"]
     assert after >= before + 60 * 1024 * 1024
     del block
     if probe.resettable:
         probe.reset()
-        assert probe.read()["peak_rss_bytes"] < after
+        assert probe.read()["process_peak_rss_bytes"] < after
 
 
 def test_nvml_absent_is_none_not_a_crash():

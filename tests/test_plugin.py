@@ -58,11 +58,52 @@ def test_results_document(pytester):
     lat = x["metrics"]["latency_ms"]
     assert lat["unit"] == "ms" and lat["direction"] == "lower"
     assert len(lat["samples"]) >= 5 and lat["ci_low"] <= lat["median"] <= lat["ci_high"]
-    assert x["metrics"]["peak_rss_bytes"]["median"] > 0
+    process = x["metrics"]["process_peak_rss_bytes"]
+    assert process["median"] > 0 and not process["gated"]  # the process's figure: reported only
+    assert x["metrics"]["peak_memory_bytes"]["median"] == 0  # pure Python: no tensor allocated
     assert "first_call_ms" in x["metrics"]
+    ratio = x["metrics"]["cpu_wall_ratio"]
+    assert len(ratio["samples"]) == len(lat["samples"]) and not ratio["gated"]
+    contended = x["metrics"]["contended_rounds_count"]
+    assert 0 <= contended["median"] <= len(lat["samples"]) and not contended["gated"]
     phases = benches["test_phases"]["metrics"]
-    assert len(phases["tpot_ms"]["samples"]) == 3 * len(phases["ttft_ms"]["samples"])
+    calls = benches["test_phases"]["params"]["iterations_per_round"]  # a short call: calibrated
+    rounds = len(phases["latency_ms"]["samples"])
+    assert len(phases["ttft_ms"]["samples"]) == calls * rounds
+    assert phases["tpot_ms"]["rounds"] == [r for r in range(rounds) for _ in range(3 * calls)]
+    assert "rounds" not in phases["latency_ms"]  # one per round: sample i is round i
     result.stdout.fnmatch_lines(["*pytest-mmperf: 2 benchmark(s) on cpu-*", "*test_x*"])
+
+
+def test_memory_is_the_benchmarks_own(pytester):
+    """A tensor allocated and freed inside the call is the call's peak; memory held before the
+    call (a 'model') is not, and the same call gives the same figure in another benchmark."""
+    pytester.makepyfile(
+        """
+        import torch
+
+        held = torch.ones(4 * 2**20 // 4)  # 4 MiB alive before and after: not the call's own
+
+        def call():
+            x = torch.ones(2**20 // 4)  # 1 MiB, freed when the call returns
+            return float(x.sum())
+
+        def test_a(mmperf):
+            mmperf(call)
+
+        def test_b(mmperf):
+            big = torch.ones(8 * 2**20 // 4)  # more held memory before the call
+            mmperf(call)
+            del big
+        """
+    )
+    result = pytester.runpytest("--mmperf", "--mmperf-json=r.json", *FAST)
+    result.assert_outcomes(passed=2)
+    doc = json.loads((pytester.path / "r.json").read_text())
+    peaks = [b["metrics"]["peak_memory_bytes"] for b in doc["benchmarks"]]
+    assert peaks[0]["samples"] == peaks[1]["samples"]  # the same call, the same figure
+    assert 2**20 <= peaks[0]["median"] < 2**20 + 64  # 1 MiB and the 4-byte sum
+    assert all(p["gated"] for p in peaks)
 
 
 def test_user_check_failure_names_metric_value_ci_and_bound(pytester):

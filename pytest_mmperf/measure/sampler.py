@@ -5,15 +5,37 @@ interleaved ABBA: arm order flips every round, so a machine that drifts during t
 both arms alike and their ratio cancels the drift (on a 2-core VM medians drifted up to 16%
 between sessions; ratios measured inside one run did not).
 
-Per round and arm this records ``latency_ms`` (wall time until the device is idle again), on a
-GPU also ``latency_device_ms`` (CUDA events) and ``latency_host_ms`` (until the call returned:
-dispatch), one ``{phase}_ms`` sample per phase entered, and the memory probes' readings.
-Nothing here imports torch; clocks and probes come in through their Protocols.
+Per round and arm this records ``latency_ms`` (wall time until the device is idle again, per
+call; ``latency_instructions`` under the instruction clock), on a GPU also
+``latency_device_ms`` (CUDA events) and ``latency_host_ms`` (until the call returned:
+dispatch), one ``{phase}_ms`` sample per phase entered, the memory probes' readings
+and the round's contention figures (:mod:`pytest_mmperf.measure.contention`). Every sample
+carries the index of the round it was measured in (``ArmSamples.rounds``): a phase entered at
+every decode step gives many samples per round, and the round, not the sample, is what repeats
+independently.
+
+**A true timer.** Nothing the harness does for its own purposes is inside the timed region or
+changes its memory:
+
+* results are not kept: ``observe(arm, result)`` sees each round's result after the timed
+  region (fingerprints, determinism checks), and an arm's previous result is released before
+  its next timed call; keeping every round's output made each round fault in fresh pages
+  (measured +24% on a 2 ms matmul chain, +59% on a 7 us matmul);
+* probes, contention readings and phase resolution run outside the timed region; the garbage
+  collector is off inside it;
+* short calls are repeated ``iterations`` times per round, calibrated as pytest-benchmark does
+  (grow the count until a round lasts ``1 / max_overhead`` times the harness's own cost of an
+  empty round, and at least ``min_round_ms``), so the timer's overhead stays below 1%; samples
+  are per call;
+* memory accounting that slows the call (CPU allocator accounting) is an extra untimed call.
+
+Nothing here imports torch; clocks, probes and the accountant come in through their Protocols.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +43,13 @@ from typing import Any
 
 from pytest_mmperf.measure import lockstep
 from pytest_mmperf.measure.clocks import Clock
-from pytest_mmperf.measure.memory import MemoryProbe
+from pytest_mmperf.measure.contention import ContentionMonitor
+from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe
 from pytest_mmperf.results.metrics import phase_metric
+
+PHASE_COST = "phase_entry_cost_ms"  # the harness's own cost of one phase entry (two marks)
+CALIBRATION_TRIES = 20  # empty rounds timed; the least is the harness's overhead
+MAX_ITERATIONS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -31,22 +58,39 @@ class RoundPlan:
     rounds: int = 7  # minimum measured rounds
     max_rounds: int = 50
     max_time_s: float = 3.0  # keep measuring past ``rounds`` while under this budget
-    # calls per timed round (pytest-benchmark's ``iterations``): for calls too short for one
-    # clock reading; every per-round time is divided by it
+    # calls per timed round set by the user (pytest-benchmark's ``pedantic(iterations=)``): when
+    # above 1 it replaces the calibrated count; every per-round time is divided by it
     iterations: int = 1
     # Rounds run exactly like measured ones after the warm-up, then thrown away: they warm the
     # harness's own code (phase marks, clock reads), which warm-up calls do not run. The
     # instruction clock counts that code, and Python specializes it over its first executions.
     discard: int = 0
+    # Wall-clock clocks: repeat short calls within a round, time the harness's own costs and mark
+    # phases in warm-up (sizing the CUDA event pool). Off under the instruction clock: a count has
+    # no timer overhead to amortize, and warm-up there stays uncounted and unmarked.
+    calibrate: bool = True
+    max_overhead: float = 0.01  # the harness's cost of a round, as a fraction of the round
+    # Shortest calibrated round: between rounds the probes (a /proc read and write, parsing)
+    # evict the caches a us-scale call runs in; over a 1 ms round refilling them costs < 1%
+    # (with 64 us rounds a 2 us matmul read +5-7% against back-to-back Timer blocks here).
+    min_round_ms: float = 1.0
 
 
 @dataclass
 class ArmSamples:
-    """Everything measured for one arm: metric name -> samples, and the last return value."""
+    """Everything measured for one arm: metric name -> samples and their round indices, the
+    last round's result (released before each timed call), calls per round, contended rounds."""
 
     samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    rounds: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     result: Any = None
-    results: list[Any] = field(default_factory=list)  # one per measured round, for determinism
+    iterations: int = 1
+    contended_rounds: int = 0
+    measured_rounds: int = 0
+
+    def add(self, name: str, value: float, round_index: int) -> None:
+        self.samples[name].append(value)
+        self.rounds[name].append(round_index)
 
 
 class _PhaseScope:
@@ -79,7 +123,7 @@ _NO_SCOPE = _NoScope()
 class PhaseLog:
     """The phase recorder handed to measured code: two marks per phase, resolved after the round.
 
-    Outside a measured round (warm-up, quality runs) ``phase`` is a no-op.
+    Outside measured rounds and warm-up (calibration, quality runs) ``phase`` is a no-op.
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -95,6 +139,22 @@ class PhaseLog:
         return marks
 
 
+def _noop() -> None:
+    return None
+
+
+def iterations_for(round_ns: float, iterations: int, target_ns: float) -> int:
+    """The next iteration count to try (pytest-benchmark's rule): done when a round of
+    ``iterations`` calls took at least ``target_ns``; else scale to the target with 20% margin,
+    at least doubling so a wildly fast first reading cannot stall the search."""
+    if round_ns >= target_ns:
+        return iterations
+    if round_ns <= 0:
+        return min(iterations * 10, MAX_ITERATIONS)
+    scaled = math.ceil(iterations * target_ns / round_ns * 1.2)
+    return min(max(scaled, iterations * 2), MAX_ITERATIONS)
+
+
 class Sampler:
     def __init__(
         self,
@@ -102,7 +162,10 @@ class Sampler:
         probes: Sequence[MemoryProbe],
         plan: RoundPlan,
         phases: PhaseLog | None = None,
-        keep_results: bool = False,
+        *,
+        observe: Callable[[int, Any], None] | None = None,
+        accountant: MemoryAccountant | None = None,
+        monitor: ContentionMonitor | None = None,
         before_round: Callable[[], None] | None = None,
         after_round: Callable[[], None] | None = None,
     ) -> None:
@@ -110,7 +173,10 @@ class Sampler:
         self.probes = list(probes)
         self.plan = plan
         self.phases = phases or PhaseLog(clock)
-        self.keep_results = keep_results
+        self.observe = observe  # (arm index, result) after each measured round, untimed
+        self.accountant = accountant
+        self.monitor = monitor
+        self.overhead_ns = 0.0  # the harness's own cost of an empty round (calibration)
         # untimed work around every call, warm-up included (pytest-benchmark's setup/teardown):
         # outside the timed region and before the memory probes are reset
         self.before_round = before_round
@@ -122,9 +188,24 @@ class Sampler:
         out = [ArmSamples() for _ in arms]
         for arm, acc in zip(arms, out):
             self._warm_up(arm, acc)
+        if self.plan.calibrate:
+            self._phase_cost(out[-1])
+        if self.accountant is not None:
+            for arm, acc in zip(arms, out):
+                acc.result = None
+                for key, value in self.accountant.account(arm).items():
+                    acc.add(key, value, 0)
+        if self.plan.iterations > 1:
+            for acc in out:
+                acc.iterations = self.plan.iterations  # the user's count wins over calibration
+        elif self.plan.calibrate:
+            self.overhead_ns = min(self._time(_noop, 1) for _ in range(CALIBRATION_TRIES))
+            for arm, acc in zip(arms, out):
+                acc.iterations = self._calibrate(arm, acc)
         for _ in range(self.plan.discard):
-            for arm in arms:
-                self._round(arm, ArmSamples())
+            for arm, acc in zip(arms, out):
+                acc.result = None
+                self._round(arm, ArmSamples(iterations=acc.iterations), -1)
         turn = lockstep.from_environment()  # a no-op unless ``mmperf ab`` runs this process in lockstep
         started = self.clock.now_ns()
         n = 0
@@ -135,7 +216,12 @@ class Sampler:
             order = range(len(arms)) if n % 2 == 0 else reversed(range(len(arms)))
             turn.wait_turn()  # a round (all arms) only in this process's turn
             for i in order:
-                self._round(arms[i], out[i])
+                out[i].result = None  # release the previous round's result before timing again
+                result = self._round(arms[i], out[i], n)
+                if self.observe is not None:
+                    self.observe(i, result)
+                out[i].result = result
+                del result  # this frame's reference, too, must not outlive the round
             n += 1
         return out
 
@@ -144,16 +230,73 @@ class Sampler:
             if self.before_round is not None:
                 self.before_round()
             self.clock.synchronize()
-            t0 = self.clock.now_ns()
-            acc.result = arm()
-            self.clock.synchronize()
+            self.clock.rewind()
+            # phases are marked (and dropped) in warm-up too: that sizes the CUDA event pool
+            self.phases.active = self.plan.calibrate
+            try:
+                t0 = self.clock.now_ns()
+                acc.result = arm()
+                self.clock.synchronize()
+                t1 = self.clock.now_ns()
+            finally:
+                self.phases.active = False
+                self.phases.drain()
             if i == 0:
                 # the first call includes compilation, autotuning and lazy allocation
-                acc.samples["first_call_ms"].append((self.clock.now_ns() - t0) / 1e6)
+                acc.add("first_call_ms", (t1 - t0) / 1e6, 0)
             if self.after_round is not None:
                 self.after_round()
 
-    def _round(self, arm: Callable[[], Any], acc: ArmSamples) -> None:
+    def _phase_cost(self, acc: ArmSamples) -> None:
+        """The harness's own cost of one phase entry (scope, two marks, the log), as measured
+        code pays it inside the timed region: 5 samples of 100 entries each."""
+        for _ in range(5):
+            self.clock.synchronize()
+            self.clock.rewind()
+            self.phases.active = True
+            try:
+                t0 = self.clock.now_ns()
+                for _ in range(100):
+                    with self.phases.phase("mark_cost"):
+                        pass
+                t1 = self.clock.now_ns()
+            finally:
+                self.phases.active = False
+                self.phases.drain()
+            acc.add(PHASE_COST, (t1 - t0) / 100 / 1e6, 0)
+        self.clock.synchronize()
+        self.clock.rewind()
+
+    def _time(self, arm: Callable[[], Any], iterations: int) -> float:
+        """One untimed-by-the-record round of ``iterations`` calls, as the rounds time it."""
+        self.clock.synchronize()
+        self.clock.rewind()
+        t0 = self.clock.now_ns()
+        start = self.clock.mark()
+        for _ in range(iterations):
+            arm()
+        end = self.clock.mark()
+        self.clock.synchronize()
+        t1 = self.clock.now_ns()
+        del start, end
+        return float(t1 - t0)
+
+    def _calibrate(self, arm: Callable[[], Any], acc: ArmSamples) -> int:
+        target = max(self.overhead_ns / self.plan.max_overhead, self.plan.min_round_ms * 1e6)
+        warm = acc.samples.get("first_call_ms", [])
+        if warm and warm[-1] * 1e6 >= 10 * target:
+            # a long first call: no calibration calls needed (the margin covers a first call
+            # that was long only because it compiled)
+            return 1
+        acc.result = None
+        iterations = 1
+        while True:
+            nxt = iterations_for(self._time(arm, iterations), iterations, target)
+            if nxt == iterations or iterations >= MAX_ITERATIONS:
+                return iterations
+            iterations = nxt
+
+    def _round(self, arm: Callable[[], Any], acc: ArmSamples, n: int) -> Any:
         # No gc.collect() per round: with torch models it costs 40-80 ms a round here. The
         # collector is off inside the timed call and runs between rounds as it would anyway.
         if self.before_round is not None:
@@ -162,15 +305,18 @@ class Sampler:
             probe.reset()
         self.phases.drain()
         self.clock.synchronize()
+        self.clock.rewind()
+        iterations = acc.iterations
         gc_was_enabled = gc.isenabled()
         gc.disable()  # a collection inside the timed region is noise, not the workload
+        seen = self.monitor.start() if self.monitor is not None else None
         self.phases.active = True
         try:
             t0 = self.clock.now_ns()
             start = self.clock.mark()
+            for _ in range(iterations - 1):
+                arm()
             result = arm()
-            for _ in range(self.plan.iterations - 1):
-                result = arm()
             end = self.clock.mark()
             self.clock.synchronize()
             t1 = self.clock.now_ns()
@@ -178,31 +324,34 @@ class Sampler:
             self.phases.active = False
             if gc_was_enabled:
                 gc.enable()
-        acc.result = result
-        if self.keep_results:
-            acc.results.append(result)
-        per_call = float(self.plan.iterations)
+        if self.monitor is not None and seen is not None:
+            reading = self.monitor.stop(seen, t1 - t0)
+            for key, value in reading.items():
+                acc.add(key, value, n)
+            acc.contended_rounds += self.monitor.contended(reading)
+        acc.measured_rounds += 1
         whole = self.clock.interval(start, end)
         if whole.instructions is not None:
             # instruction clock: counts replace times (wall time under valgrind means nothing)
-            acc.samples["latency_instructions"].append(whole.instructions / per_call)
+            acc.add("latency_instructions", whole.instructions / iterations, n)
         else:
-            acc.samples["latency_ms"].append((t1 - t0) / 1e6 / per_call)
+            acc.add("latency_ms", (t1 - t0) / 1e6 / iterations, n)
         if whole.device_ms is not None:
-            acc.samples["latency_device_ms"].append(whole.device_ms / per_call)
-            acc.samples["latency_host_ms"].append(whole.host_ms / per_call)
+            acc.add("latency_device_ms", whole.device_ms / iterations, n)
+            acc.add("latency_host_ms", whole.host_ms / iterations, n)
         for name, a, b in self.phases.drain():
             iv = self.clock.interval(a, b)
             metric = phase_metric(name)
             if iv.instructions is not None:
-                acc.samples[metric.removesuffix("_ms") + "_instructions"].append(iv.instructions)
+                acc.add(metric.removesuffix("_ms") + "_instructions", iv.instructions, n)
             elif iv.device_ms is not None:
-                acc.samples[metric].append(iv.device_ms)
-                acc.samples[metric.removesuffix("_ms") + "_host_ms"].append(iv.host_ms)
+                acc.add(metric, iv.device_ms, n)
+                acc.add(metric.removesuffix("_ms") + "_host_ms", iv.host_ms, n)
             else:
-                acc.samples[metric].append(iv.host_ms)
+                acc.add(metric, iv.host_ms, n)
         for probe in self.probes:
             for key, value in probe.read().items():
-                acc.samples[key].append(value)
+                acc.add(key, value, n)
         if self.after_round is not None:
             self.after_round()
+        return result

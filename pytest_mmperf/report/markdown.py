@@ -19,7 +19,7 @@ from pytest_mmperf.report.comparison import detail_text
 from pytest_mmperf.results.records import RunDocument
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what can start emphasis, code, links, HTML, cells
-KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "peak_rss_bytes")
+KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "weight_bytes")
 ICONS = {"regressed": "🔴", "drift": "🟠", "improved": "🟢", "inconclusive": "🟡", "unchanged": "⚪"}
 
 

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 from pytest_mmperf.judge.checks import format_value
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord
 
-KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "peak_rss_bytes")
+KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "weight_bytes")
+CONTENDED = "contended_rounds_count"  # rounds whose thread was off a CPU (measure.contention)
+
+
+def _contended(r: BenchmarkRecord) -> str:
+    """``contended/rounds`` of the benchmark's own arm ("-" where not measured)."""
+    count, latency = r.metrics.get(CONTENDED), r.metrics.get("latency_ms")
+    if count is None or latency is None:
+        return "-"
+    return f"{count.median:.0f}/{latency.n}"
 
 
 def _cell(m: MetricRecord | None) -> str:
@@ -27,13 +36,13 @@ def short_id(node_id: str) -> str:
 
 
 def table(records: Sequence[BenchmarkRecord], fingerprint: str = "", confidence: float = 0.95) -> list[str]:
-    header = ["benchmark", *KEY_METRICS, "speedup", "quality"]
+    header = ["benchmark", *KEY_METRICS, "speedup", "quality", "contended"]
     rows = [header]
     for r in records:
         sp = r.speedup_vs_eager
         speed = f"{sp.median:.2f}x [{sp.ci_low:.2f}..{sp.ci_high:.2f}]" if sp else "-"
         q = "-" if not r.quality else str(r.quality.get("verdict", "?"))
-        rows.append([short_id(r.id), *(_cell(r.metrics.get(k)) for k in KEY_METRICS), speed, q])
+        rows.append([short_id(r.id), *(_cell(r.metrics.get(k)) for k in KEY_METRICS), speed, q, _contended(r)])
     # drop metric columns no benchmark has
     keep = [i for i in range(len(header)) if i == 0 or any(row[i] != "-" for row in rows[1:])]
     rows = [[row[i] for i in keep] for row in rows]
@@ -45,6 +54,7 @@ def table(records: Sequence[BenchmarkRecord], fingerprint: str = "", confidence:
             lines.append("  ".join("-" * w for w in widths))
     lines.append(
         f"medians with the {confidence:.0%} CI of the median in brackets; "
-        "speedup = eager / optimized latency, rounds interleaved"
+        "speedup = eager / optimized latency, rounds interleaved; "
+        "contended = rounds with thread CPU time < 90% of wall time / rounds"
     )
     return lines

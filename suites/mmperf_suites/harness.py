@@ -5,6 +5,14 @@ with levers it builds eager and optimized side by side and measures them interle
 ``speedup_vs_eager`` comes from one run with drift cancelled, then checks output quality with
 the test that fits the levers (see :mod:`mmperf_suites.quality`). A quality failure fails the test
 after everything measured has been recorded.
+
+Memory that belongs to the benchmark: besides the fixture's ``peak_memory_bytes`` (the call's own
+peak above its start), each arm records deterministic facts: ``weight_bytes`` (parameters and
+buffers of its model after the levers, the storage they really take: int8 weight-only counts its
+int8 data and scales) and ``kv_cache_bytes`` where the runner reports it. A lever benchmark's own
+figures are the optimized arm's (gated); the eager arm's carry the ``eager_`` prefix (reported
+only: the eager benchmark gates them). Round outputs are not kept: determinism is compared on
+the fly (:class:`mmperf_suites.quality.RoundTracker`).
 """
 
 from __future__ import annotations
@@ -185,15 +193,18 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         threads=_threads(),
     )
 
+    tracker = quality.RoundTracker()
+    mmperf.observe(tracker)  # the benchmark's own arm: eager here, the optimized arm below
     if not lever_objs:
-        mmperf(eager.run, mmperf)
-        outputs = mmperf.round_results
-        q = quality.determinism(outputs)
+        output = mmperf(eager.run, mmperf)
+        q = tracker.result()
         q["verdict"] = "pass" if q["deterministic"] else "fail"
         q["check"] = "eager output repeats across rounds"
-        _finish(mmperf, eager, q, outputs[-1] if outputs else None)
+        _finish(mmperf, eager, q, output)
         return
 
+    # taken now: at paper scale on one GPU the eager model is freed before the optimized arm
+    eager_facts = memory_facts(eager)
     health: dict[str, float] = {}
     if device == "cuda" and not arms_fit_together(facts, _device_memory_bytes()):
         arms = {"eager": eager}
@@ -207,6 +218,10 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         ref_logits, opt_logits = _teacher_forced(eager, optimized, eager_out)
     for name, value in health.items():
         mmperf.record(_with_unit(name), value, gated=False)
+    from pytest_mmperf.results.metrics import EAGER_PREFIX
+
+    for name, value in eager_facts.items():
+        mmperf.record(EAGER_PREFIX + name, value, gated=False)
     lossy = any(getattr(lever, "lossy", False) for lever in lever_objs) or any(
         getattr(sub, "lossy", False) for lever in lever_objs for sub in getattr(lever, "levers", ())
     )
@@ -215,7 +230,7 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         levers=[name for lever in lever_objs for name in _expand(lever)],
         eager_output=eager_out,
         optimized_output=opt_out,
-        optimized_rounds=mmperf.round_results,
+        optimized_rounds=tracker,
         eager_logits=ref_logits,
         optimized_logits=opt_logits,
         dtype=options.dtype,
@@ -350,12 +365,52 @@ def _threads() -> int:
     return int(torch.get_num_threads())
 
 
+def model_weight_bytes(model: Any) -> int:
+    """Bytes of a model's parameters and buffers as stored: a tensor subclass (torchao's int8
+    weights) counts the tensors it is made of (int8 data, scales), tied weights count once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+
+    def add(t: Any) -> None:
+        nonlocal total
+        flatten = getattr(type(t), "__tensor_flatten__", None)
+        if flatten is not None:
+            names, _ = t.__tensor_flatten__()
+            for name in names:
+                add(getattr(t, name))
+            return
+        nbytes = int(t.numel()) * int(t.element_size())
+        key = (id(t), nbytes) if t.is_meta else (int(t.data_ptr()), nbytes)
+        if key not in seen:
+            seen.add(key)
+            total += nbytes
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        add(tensor)
+    return total
+
+
+# Deterministic per-arm memory facts: gated for the benchmark's own arm (a change that grows
+# them is a regression), reported for the eager arm of a lever benchmark.
+MEMORY_FACTS = ("weight_bytes", "kv_cache_bytes")
+
+
+def memory_facts(runner: Any) -> dict[str, float]:
+    """``weight_bytes`` of the runner's model as stored, and ``kv_cache_bytes`` if it reports it."""
+    facts = {"weight_bytes": float(model_weight_bytes(runner.model))}
+    kv = runner.metrics().get("kv_cache_bytes")
+    if kv is not None:
+        facts["kv_cache_bytes"] = float(kv)
+    return facts
+
+
 def _finish(mmperf: Any, runner: Any, q: dict[str, Any], output: Any, ref_logits: Any = None) -> None:
     from pytest_mmperf.judge import drift
 
     static = {_with_unit(name): value for name, value in runner.metrics().items()}
+    static.update(memory_facts(runner))
     for name, value in static.items():
-        mmperf.record(name, value, gated=False)
+        mmperf.record(name, value, gated=name in MEMORY_FACTS)
     _throughput(mmperf, static)
     q["output"] = drift.output_fingerprint(
         tokens=getattr(output, "tokens", None),

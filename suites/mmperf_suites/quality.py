@@ -18,7 +18,8 @@ The tolerance rule, per lever:
   decode path is forced along eager's tokens and must keep top-1 agreement >=
   ``MIN_TOP1_AGREEMENT`` and SQNR >= ``MIN_SQNR_DB`` (KL is reported);
 * every lever: every measured round of the optimized arm gives the same output (torchao int8
-  dynamic + compile was seen to give different tokens on identical calls).
+  dynamic + compile was seen to give different tokens on identical calls); checked on the fly by
+  :class:`RoundTracker`, so no round's output is kept alive while the next one is timed.
 """
 
 from __future__ import annotations
@@ -88,14 +89,37 @@ def outputs_key(output: Any) -> Any:
     return tokens if tokens is not None else getattr(output, "ranking", None)
 
 
+class RoundTracker:
+    """Determinism compared on the fly: sees each measured round's output after the timed region
+    (``mmperf.observe``), keeps round 0's key (tokens or ranking: small lists) and the first
+    difference, never the outputs, so nothing it holds changes what the next round allocates.
+    The last round's output, which the verdict compares with eager, is what the fixture returns."""
+
+    def __init__(self) -> None:
+        self.rounds = 0
+        self._first: Any = None
+        self.difference: str | None = None
+
+    def __call__(self, output: Any) -> None:
+        key = outputs_key(output)
+        if self.rounds == 0:
+            self._first = key
+        elif self.difference is None and key != self._first:
+            diff = first_difference(self._first, key) if isinstance(key, list) else TokenDiff(False)
+            self.difference = f"round {self.rounds} differs from round 0 ({diff.describe()})"
+        self.rounds += 1
+
+    def result(self) -> dict[str, Any]:
+        if self.difference is not None:
+            return {"deterministic": False, "rounds": self.rounds, "detail": self.difference}
+        return {"deterministic": True, "rounds": self.rounds}
+
+
 def determinism(round_outputs: Sequence[Any]) -> dict[str, Any]:
-    keys = [outputs_key(o) for o in round_outputs]
-    for k, key in enumerate(keys[1:], start=1):
-        if key != keys[0]:
-            diff = first_difference(keys[0], key) if isinstance(key, list) else TokenDiff(False)
-            return {"deterministic": False, "rounds": len(keys),
-                    "detail": f"round {k} differs from round 0 ({diff.describe()})"}
-    return {"deterministic": True, "rounds": len(keys)}
+    tracker = RoundTracker()
+    for output in round_outputs:
+        tracker(output)
+    return tracker.result()
 
 
 def logits_agreement(reference: Any, candidate: Any) -> dict[str, float]:
@@ -138,7 +162,7 @@ def verdict(
     levers: Sequence[str],
     eager_output: Any,
     optimized_output: Any,
-    optimized_rounds: Sequence[Any],
+    optimized_rounds: Sequence[Any] | RoundTracker,
     eager_logits: Any = None,
     optimized_logits: Any = None,
     dtype: str = "float32",
@@ -147,7 +171,7 @@ def verdict(
 
     ``dtype``: the models' dtype; in 16-bit floats lossless levers are judged by
     :func:`low_precision_tolerance`, in float32 by exact tokens."""
-    det = determinism(optimized_rounds)
+    det = optimized_rounds.result() if isinstance(optimized_rounds, RoundTracker) else determinism(optimized_rounds)
     q: dict[str, Any] = {"levers": list(levers), **det}
     reasons: list[str] = []
     if not det["deterministic"]:

@@ -2,8 +2,10 @@
 
 A clock marks points during a call without waiting for the device; after the round it is
 synchronized once, and every interval between two marks is resolved into host time (what the
-Python thread spent, i.e. dispatch) and device time (what the GPU spent, CUDA events). On a GPU
-the gap between them is the paper's finding that decode leaves the GPU idle.
+Python thread spent, i.e. dispatch) and device time (what the GPU spent, CUDA events). Host time
+and device time answer different questions: the host interval is how long the Python thread took
+to queue the work, the device interval is how long the GPU took from the first mark's position
+in the stream to the second's, idle gaps between kernels included.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ class Clock(Protocol):
     device: str  # "cpu" | "cuda"
 
     def mark(self) -> Any:
-        """Record a point in time; must not wait for the device."""
+        """Record a point in time; must not wait for the device nor allocate device objects."""
+        ...
+
+    def rewind(self) -> None:
+        """Every mark made so far has been resolved: their slots may be reused (event pools)."""
         ...
 
     def synchronize(self) -> None:
@@ -35,7 +41,7 @@ class Clock(Protocol):
         ...
 
     def interval(self, start: Any, end: Any) -> Interval:
-        """Resolve two marks; call only after synchronize()."""
+        """Resolve two marks; call only after synchronize() and before rewind()."""
         ...
 
 

@@ -17,6 +17,9 @@ class HostClock:
     def mark(self) -> int:
         return self._counter_ns()
 
+    def rewind(self) -> None:
+        return None  # a mark is an int: nothing to reuse
+
     def synchronize(self) -> None:
         return None
 

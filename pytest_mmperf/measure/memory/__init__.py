@@ -1,15 +1,30 @@
-"""Memory probes behind one Protocol; each resets its peak before a round and reads it after.
+"""Memory of the benchmark, not of the process: two small Protocols.
 
-* host: the process's resident-set high-water mark (Linux ``VmHWM``, reset through
-  ``/proc/self/clear_refs``; elsewhere the lifetime peak from ``getrusage``);
-* cuda: ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``, reset per round;
-* nvml: device memory in use, SM clock, temperature and throttling from pynvml, when NVML is
-  present (the device ``CUDA_VISIBLE_DEVICES`` names, by index or UUID).
+* :class:`MemoryProbe`: reset before a measured round, read after it (outside the timed region):
+  - cuda: the caching allocator's peak *above the round's start* (``max_memory_allocated`` after
+    ``reset_peak_memory_stats`` minus ``memory_allocated`` at the start) -> ``peak_memory_bytes``;
+    whatever was allocated before the round (both arms' weights, the other arm's last output) is
+    not counted, so each arm's figure is its own;
+  - host: the process's resident-set high-water mark during the round (Linux ``VmHWM``, reset
+    through ``/proc/self/clear_refs``) -> ``process_peak_rss_bytes``, informational only: it
+    includes everything the process holds (other benchmarks' models, the interpreter) and so
+    depends on what ran before;
+  - nvml: device memory in use, SM clock, temperature and throttling from pynvml, when NVML is
+    present (the device ``CUDA_VISIBLE_DEVICES`` names, by index or UUID), informational.
+* :class:`MemoryAccountant`: one extra, untimed call per arm with allocator-level accounting
+  (CPU: every torch allocation and free of the call, from torch's profiler) -> the call's own peak
+  of live tensor bytes above its start, ``peak_memory_bytes``. Counting allocations slows the call,
+  which is why it is a call of its own and never a measured round; the count is deterministic, so
+  a ``-k`` subset, a shard or a full suite give the same figure.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol
+
+PEAK = "peak_memory_bytes"  # the benchmark's own peak above the start of its call (gated)
 
 
 class MemoryProbe(Protocol):
@@ -22,8 +37,14 @@ class MemoryProbe(Protocol):
         ...
 
 
+class MemoryAccountant(Protocol):
+    def account(self, call: Callable[[], Any]) -> dict[str, float]:
+        """Run ``call`` once, untimed; metric name -> value for that call."""
+        ...
+
+
 def make_probes(device: str) -> list[MemoryProbe]:
-    """The one factory: host RSS always; CUDA allocator peaks and NVML on a GPU."""
+    """The one factory for per-round probes: host RSS always; CUDA allocator and NVML on a GPU."""
     from pytest_mmperf.measure.memory.host import HostRssProbe
 
     probes: list[MemoryProbe] = [HostRssProbe()]
@@ -39,3 +60,14 @@ def make_probes(device: str) -> list[MemoryProbe]:
         if nvml is not None:
             probes.append(nvml)
     return probes
+
+
+def make_accountant(device: str) -> MemoryAccountant | None:
+    """The one factory for the untimed accounting call: CPU only (on a GPU the allocator's own
+    statistics give the peak per round at no cost, see ``CudaAllocatorProbe``). Code that never
+    imported torch allocated no tensor, so nothing is accounted and torch stays unimported."""
+    if device == "cuda" or "torch" not in sys.modules:
+        return None
+    from pytest_mmperf.measure.memory.torch_cpu import TorchCpuAccountant
+
+    return TorchCpuAccountant()

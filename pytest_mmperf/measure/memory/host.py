@@ -1,10 +1,12 @@
-"""Peak resident memory of this process."""
+"""The process's peak resident memory during a round: informational (see the package docstring)."""
 
 from __future__ import annotations
 
 import resource
 import sys
 from pathlib import Path
+
+PROCESS_PEAK_RSS = "process_peak_rss_bytes"
 
 
 class HostRssProbe:
@@ -29,7 +31,7 @@ class HostRssProbe:
             # lifetime peak: ru_maxrss is KiB on Linux, bytes on macOS
             scale = 1 if sys.platform == "darwin" else 1024
             hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-        return {"peak_rss_bytes": float(hwm)}
+        return {PROCESS_PEAK_RSS: float(hwm)}
 
     def _vmhwm_bytes(self) -> int | None:
         try:
