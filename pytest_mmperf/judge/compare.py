@@ -397,6 +397,9 @@ def compare_samples(
                       "a median is zero or negative; a relative change is undefined")
     est = stats.ratio_of_medians(c, b, policy.confidence)
     change, lo, hi = est.ratio - 1, est.ci_low - 1, est.ci_high - 1
+    if not all(math.isfinite(v) for v in (change, lo, hi)):
+        return result(Category.INCONCLUSIVE, math.nan, None, None, None,
+                      "the ratio of the medians is out of floating-point range")
     worse_alt, better_alt = ("greater", "less") if direction is Direction.LOWER else ("less", "greater")
     p_worse = _one_sided_p(c, b, worse_alt)
     p_better = _one_sided_p(c, b, better_alt)

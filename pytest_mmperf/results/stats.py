@@ -122,7 +122,10 @@ def ratio_of_medians(
         raise ValueError("samples must be finite")
     if np.median(b) == 0:
         raise ValueError("denominator median is zero")
-    point = float(np.median(a) / np.median(b))
+    with np.errstate(over="ignore"):  # 1e300 / 1e-300: inf, which callers check
+        point = float(np.median(a) / np.median(b))
+    if not math.isfinite(point):
+        return RatioEstimate(point, point, point, confidence)
     if a.size < 2 or b.size < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
         return RatioEstimate(point, point, point, confidence)
     if max(a.size, b.size) > BOOTSTRAP_MAX_N or float(np.median(b)) < 0:
