@@ -227,13 +227,17 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         # results document shows what was measured
         bench = item.stash.get(BENCH_KEY, None)
         record = bench.to_record() if bench is not None else None
+        run = item.config.stash.get(SESSION_KEY, None)
+        if record is not None and run is not None:
+            record = run.observe(record)
         if record is not None:
             item.stash[RECORD_KEY] = record
-    run = item.config.stash.get(SESSION_KEY, None)
     if record is None or run is None:
         return result
-    verdict = run.compare(record, rerun=_rerun(item), settings=bench.settings if bench is not None else None)
-    if verdict is not None:
+    judged = run.compare(record, rerun=_rerun(item), settings=bench.settings if bench is not None else None)
+    if judged is not None:
+        verdict, pooled = judged
+        item.stash[RECORD_KEY] = pooled  # adaptive extra rounds, when measured, are kept
         item.user_properties.append((VERDICT_PROPERTY, json.dumps(verdict.__dict__, default=str)))
         if verdict.failed:
             pytest.fail(verdict.message, pytrace=False)
@@ -241,7 +245,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 
 
 def _rerun(item: pytest.Item) -> Callable[[], BenchmarkRecord] | None:
-    """For --mmperf-confirm: run the test body again with a fresh fixture; returns its record."""
+    """For adaptive rounds and --mmperf-confirm: run the test body again with a fresh fixture;
+    returns its record (the gate decides when)."""
     make = item.stash.get(FACTORY_KEY, None)
     funcargs = getattr(item, "funcargs", None)
     if make is None or funcargs is None or funcargs.get(FIXTURE) is None:

@@ -143,11 +143,28 @@ class RunSession:
         record: BenchmarkRecord,
         rerun: Callable[[], BenchmarkRecord] | None = None,
         settings: Settings | None = None,
-    ) -> Verdict | None:
-        """Judge one record against the baseline; ``settings``: the benchmark's own (marker)."""
+    ) -> tuple[Verdict, BenchmarkRecord] | None:
+        """Judge one record against the baseline; ``settings``: the benchmark's own (marker);
+        ``rerun`` measures the benchmark again (adaptive rounds, confirmations). Returns the
+        verdict and the record it was reached on (with any adaptive rounds pooled in)."""
         if self.gate is None:
             return None
-        return self.gate.check(record, rerun=rerun, settings=settings)
+        return self.gate.judge(record, rerun=rerun, settings=settings)
+
+    def observe(self, record: BenchmarkRecord) -> BenchmarkRecord:
+        """The record with the machine's load per CPU at the end of its measurement (the judge
+        does not compare absolute timings across sessions measured on an oversubscribed machine)."""
+        import os
+        from dataclasses import replace
+
+        from pytest_mmperf.judge.compare import LOAD_KEY
+
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):  # not on this platform
+            return record
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return replace(record, params={**record.params, LOAD_KEY: round(load / max(1, cpus), 2)})
 
     def add(self, record: BenchmarkRecord) -> None:
         self.records.append(record)

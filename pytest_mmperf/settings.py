@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,8 @@ class OptionSpec:
     is_flag: bool = False  # store_true on the command line
     metavar: str | None = None
     marker: bool = False  # may a benchmark's marker override it?
+    cli: str | None = None  # its flag in ``mmperf compare`` / ``mmperf ab`` (decision-rule options)
+    repeatable: bool = False  # on those commands, given several times (joined with commas)
 
     @property
     def ini(self) -> str:
@@ -195,12 +197,16 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "compare with the stored baseline for this environment; a significant regression or "
                "output-quality drift fails that benchmark's test", _bool, False, is_flag=True),
     OptionSpec("compare_force", "--mmperf-compare-force",
-               "compare even with a baseline from a different environment", _bool, False, is_flag=True),
+               "compare even with a baseline from a different environment", _bool, False, is_flag=True,
+               cli="--force"),
     OptionSpec("history", "--mmperf-history",
                f"record the run per commit: sqlite:///PATH, postgresql://..., or off (default {DEFAULT_HISTORY})",
                _history_url, DEFAULT_HISTORY, metavar="URL"),
+    # 12 rounds a side: a perfect separation gives p = 3.7e-7, below the per-comparison level
+    # of a whole-suite family (about 330 primary comparisons, 3 looks: 0.01 / 990 = 1e-5) with
+    # room to spare; 7 (p >= 2.9e-4) could never reach it (see docs/gate.md)
     OptionSpec("rounds", "--mmperf-rounds", "minimum measured rounds per benchmark",
-               _positive_int, 7, metavar="N", marker=True),
+               _positive_int, 12, metavar="N", marker=True),
     OptionSpec("max_rounds", "--mmperf-max-rounds", "maximum measured rounds per benchmark",
                _positive_int, 50, metavar="N", marker=True),
     OptionSpec("max_time", "--mmperf-max-time",
@@ -214,22 +220,33 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("confidence", "--mmperf-confidence", "confidence of reported intervals",
                _confidence, 0.95, metavar="P", marker=True),
     OptionSpec("compare_confidence", "--mmperf-compare-confidence",
-               "confidence a regression must reach (after false-discovery control)",
-               _confidence, 0.99, metavar="P", marker=True),
+               "suite-wide confidence a regression must reach (Bonferroni over the gated family of "
+               "primary metrics), e.g. 99%",
+               _confidence, 0.99, metavar="P", marker=True, cli="--confidence"),
     OptionSpec("threshold", "--mmperf-threshold",
                "smallest change that counts as a regression (latency, memory, speedup), e.g. 5%",
-               fraction, 0.05, metavar="FRACTION", marker=True),
+               fraction, 0.05, metavar="FRACTION", marker=True, cli="--threshold"),
     OptionSpec("metric_thresholds", "--mmperf-metric-threshold",
-               "per-metric thresholds, e.g. tpot_ms=3%,peak_memory_bytes=10% (override --mmperf-threshold)",
-               _metric_thresholds, (), metavar="METRIC=F,..."),
+               "per-metric thresholds, e.g. tpot_ms=3%,peak_memory_bytes=10% (override the threshold)",
+               _metric_thresholds, (), metavar="METRIC=F,...", cli="--metric-threshold", repeatable=True),
     OptionSpec("gate_absolute_timings", "--mmperf-absolute",
-               "absolute timings vs the baseline: gate (fail on a regression beyond the drift allowance) "
-               "or report (shown, never fail; for shared runners)",
-               _absolute, True, metavar="gate|report"),
+               "absolute timings vs the baseline: gate (fail on a regression beyond threshold and drift "
+               "allowance) or report (shown, never fail; for shared runners)",
+               _absolute, True, metavar="gate|report", cli="--absolute"),
+    # 50%: whole-process speed moved by up to +41% between processes minutes apart on an idle
+    # shared 2-core VM (+26..34% for a baseline saved a minute earlier); see docs/gate.md
     OptionSpec("drift_allowance", "--mmperf-drift-allowance",
-               "extra allowance for absolute timings compared across sessions (machines drift; "
-               "speedups measured inside one run do not need it)",
-               fraction, 0.20, metavar="FRACTION"),
+               "how much faster or slower a whole process may run in another session: absolute timings "
+               "vs a baseline from another session regress only beyond (1+threshold)*(1+allowance)-1; "
+               "ratios measured inside one run (speedup_vs_eager) do not need it",
+               fraction, 0.50, metavar="FRACTION", cli="--drift-allowance"),
+    OptionSpec("adaptive_reruns", "--mmperf-adaptive",
+               "when the rounds cannot decide a gated metric, measure the benchmark up to N more times "
+               "(rounds pooled) before calling it inconclusive; 0 = never",
+               _non_negative_int, 2, metavar="N", marker=True),
+    OptionSpec("adaptive_time", "--mmperf-adaptive-time",
+               "time budget in seconds per benchmark for those extra measurements",
+               _positive_float, 60.0, metavar="SECONDS", marker=True),
     OptionSpec("confirm_reruns", "--mmperf-confirm",
                "rerun a benchmark flagged as regressed this many times and fail only if it stays regressed",
                _non_negative_int, 0, metavar="N", marker=True),
@@ -251,38 +268,41 @@ OPTIONS: tuple[OptionSpec, ...] = (
 )
 
 BY_DEST = {o.dest: o for o in OPTIONS}
+_DEFAULT = {o.dest: o.default for o in OPTIONS}  # each default is written once, in OPTIONS
 
 
 @dataclass(frozen=True)
 class Settings:
-    enabled: bool = False
-    device: str = "auto"
-    scale: str = "tiny"
-    json_path: str | None = None
-    benchmark_json_path: str | None = None
-    markdown_path: str | None = None
-    baseline_dir: str = "baselines"
-    save_baseline: bool = False
-    compare: bool = False
-    compare_force: bool = False
-    history: str | None = DEFAULT_HISTORY
-    rounds: int = 7
-    max_rounds: int = 50
-    max_time: float = 3.0
-    warmup: int = 1
-    threads: int = 1
-    confidence: float = 0.95
-    compare_confidence: float = 0.99
-    threshold: float = 0.05
-    metric_thresholds: tuple[tuple[str, float], ...] = ()
-    gate_absolute_timings: bool = True
-    drift_allowance: float = 0.20
-    confirm_reruns: int = 0
-    clock: str = "time"
-    profile: bool = False
-    bandwidth_gbps: float | None = None
-    shard: tuple[int, int] | None = None
-    batch: tuple[int, ...] = ()  # () = each workload's own batch size
+    enabled: bool = _DEFAULT["enabled"]
+    device: str = _DEFAULT["device"]
+    scale: str = _DEFAULT["scale"]
+    json_path: str | None = _DEFAULT["json_path"]
+    benchmark_json_path: str | None = _DEFAULT["benchmark_json_path"]
+    markdown_path: str | None = _DEFAULT["markdown_path"]
+    baseline_dir: str = _DEFAULT["baseline_dir"]
+    save_baseline: bool = _DEFAULT["save_baseline"]
+    compare: bool = _DEFAULT["compare"]
+    compare_force: bool = _DEFAULT["compare_force"]
+    history: str | None = _DEFAULT["history"]
+    rounds: int = _DEFAULT["rounds"]
+    max_rounds: int = _DEFAULT["max_rounds"]
+    max_time: float = _DEFAULT["max_time"]
+    warmup: int = _DEFAULT["warmup"]
+    threads: int = _DEFAULT["threads"]
+    confidence: float = _DEFAULT["confidence"]
+    compare_confidence: float = _DEFAULT["compare_confidence"]
+    threshold: float = _DEFAULT["threshold"]
+    metric_thresholds: tuple[tuple[str, float], ...] = _DEFAULT["metric_thresholds"]
+    gate_absolute_timings: bool = _DEFAULT["gate_absolute_timings"]
+    drift_allowance: float = _DEFAULT["drift_allowance"]
+    adaptive_reruns: int = _DEFAULT["adaptive_reruns"]
+    adaptive_time: float = _DEFAULT["adaptive_time"]
+    confirm_reruns: int = _DEFAULT["confirm_reruns"]
+    clock: str = _DEFAULT["clock"]
+    profile: bool = _DEFAULT["profile"]
+    bandwidth_gbps: float | None = _DEFAULT["bandwidth_gbps"]
+    shard: tuple[int, int] | None = _DEFAULT["shard"]
+    batch: tuple[int, ...] = _DEFAULT["batch"]  # () = each workload's own batch size
 
     def for_benchmark(self, marker_kwargs: Mapping[str, Any]) -> Settings:
         """Settings for one benchmark: marker keywords override the session's."""
@@ -300,7 +320,7 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _parse(spec: OptionSpec, raw: Any, origin: str) -> Any:
+def _parse(spec: OptionSpec, raw: Any, origin: str, flag: str | None = None) -> Any:
     if spec.parse is _bool and isinstance(raw, bool):
         return raw
     if raw is None:
@@ -309,7 +329,7 @@ def _parse(spec: OptionSpec, raw: Any, origin: str) -> Any:
         return spec.parse(raw if isinstance(raw, str) else str(raw))
     except ValueError as exc:
         where = {
-            "command line": spec.flag,
+            "command line": flag or spec.flag,
             "environment": f"${spec.env}",
             "ini": f"ini key {spec.ini}",
             "marker keyword": f"marker keyword {spec.dest}=",
@@ -329,10 +349,13 @@ def resolve(
     cli: Mapping[str, Any],
     ini: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every option. ``cli`` maps dest -> value or None (not given), ``ini`` maps the ini
-    key -> raw string or None, ``env`` defaults to ``os.environ``."""
+    key -> raw string or None, ``env`` defaults to ``os.environ``; ``flags`` names the command
+    line flag of a dest in messages when it is not the pytest one (``mmperf compare``)."""
     env = os.environ if env is None else env
+    flags = flags or {}
     values: dict[str, Any] = {}
     defaulted: set[str] = set()
     for spec in OPTIONS:
@@ -340,7 +363,7 @@ def resolve(
         if spec.is_flag and raw_cli is False:
             raw_cli = None  # store_true flags that were not given
         if raw_cli is not None:
-            values[spec.dest] = _parse(spec, raw_cli, "command line")
+            values[spec.dest] = _parse(spec, raw_cli, "command line", flags.get(spec.dest))
         elif env.get(spec.env) not in (None, ""):
             values[spec.dest] = _parse(spec, env[spec.env], "environment")
         elif ini.get(spec.ini) not in (None, "", []):
@@ -362,3 +385,60 @@ def resolve(
 def baseline_dir(settings: Settings, rootdir: Path) -> Path:
     p = Path(settings.baseline_dir)
     return p if p.is_absolute() else rootdir / p
+
+
+# -- the same options on the ``mmperf`` console commands -----------------------------------------
+# The decision rule's options, shared by ``--mmperf-compare``, ``mmperf compare`` and ``mmperf ab``
+# (as pytest-benchmark builds its pytest flags and its compare command from one function): one
+# parser, one default, one error message per option.
+POLICY_DESTS: tuple[str, ...] = (
+    "threshold", "metric_thresholds", "compare_confidence", "drift_allowance", "gate_absolute_timings",
+)
+
+
+def cli_flag(spec: OptionSpec) -> str:
+    """The option's flag on the ``mmperf`` commands: ``--threshold`` for ``--mmperf-threshold``."""
+    return spec.cli or "--" + spec.flag.removeprefix("--mmperf-")
+
+
+def _show_default(spec: OptionSpec) -> str:
+    value = spec.default
+    if spec.parse is fraction:
+        return f"{value:.0%}"
+    if spec.parse is _absolute:
+        return "gate" if value else "report"
+    if spec.parse is _confidence:
+        return f"{value:.0%}"
+    if value in ((), None):
+        return "none"
+    return str(value)
+
+
+def add_cli_options(parser: Any, dests: Sequence[str] = POLICY_DESTS) -> None:
+    """Add the options ``dests`` to an argparse parser, as the pytest options are (same parser,
+    same default, same help); :func:`settings_from_cli` reads them back."""
+    for dest in dests:
+        spec = BY_DEST[dest]
+        text = f"{spec.help} (default {_show_default(spec)}; pytest: {spec.flag})".replace("%", "%%")
+        if spec.is_flag:
+            parser.add_argument(cli_flag(spec), action="store_true", default=None, dest=dest, help=text)
+        else:
+            parser.add_argument(cli_flag(spec), default=None, dest=dest, metavar=spec.metavar, help=text,
+                                action="append" if spec.repeatable else "store")
+
+
+def settings_from_cli(
+    args: Any, dests: Sequence[str] = POLICY_DESTS, env: Mapping[str, str] | None = None,
+    **given: Any,
+) -> Settings:
+    """Settings from the parsed options ``dests`` (then ``MMPERF_...`` environment variables, then
+    the defaults), resolved as the pytest options are; ``given``: values fixed by the command."""
+    env = os.environ if env is None else env
+    cli: dict[str, Any] = {}
+    for dest in dests:
+        value = getattr(args, dest, None)
+        cli[dest] = ",".join(value) if isinstance(value, list) else value
+    names = {BY_DEST[d].env for d in dests}
+    own_env = {k: v for k, v in env.items() if k in names}
+    settings = resolve(cli, {}, own_env, flags={d: cli_flag(BY_DEST[d]) for d in dests})
+    return replace(settings, **given) if given else settings

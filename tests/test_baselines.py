@@ -108,7 +108,8 @@ def test_cli_baseline_and_compare(tmp_path, capsys):
     atomic.write_text(a, RunDocument(ENV, (BenchmarkRecord("t::x", None, None, (), "tiny", "cpu", 1, {
         "latency_ms": MetricRecord.from_samples("latency_ms", [10 + 0.1 * i for i in range(10)])}),)).dumps())
     atomic.write_text(b, RunDocument(ENV, (BenchmarkRecord("t::x", None, None, (), "tiny", "cpu", 1, {
-        "latency_ms": MetricRecord.from_samples("latency_ms", [15 + 0.1 * i for i in range(10)])}),)).dumps())
+        # +100%: beyond the threshold composed with the cross-session drift allowance (57.5%)
+        "latency_ms": MetricRecord.from_samples("latency_ms", [20 + 0.1 * i for i in range(10)])}),)).dumps())
     atomic.write_text(bad, "{nope")
     assert main(["compare", str(a), str(a)]) == 0
     assert main(["compare", str(a), str(b)]) == 1

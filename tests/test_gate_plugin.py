@@ -107,6 +107,12 @@ def test_injected_slowdown_fails_that_benchmark_only(suite, monkeypatch):
     pytester, path = suite
     monkeypatch.setenv("MMPERF_TEST_EXTRA_EAGER", "0.3")
     result = pytester.runpytest(*FAST, "--mmperf-compare", "--mmperf-confirm=1")
+    if "oversubscribed" in result.stdout.str():
+        # the baseline or this run was measured with more runnable threads than CPUs (other jobs
+        # on the machine): timings across sessions are inconclusive by design, never a failure
+        result.assert_outcomes(passed=2)
+        result.stdout.fnmatch_lines(["*the machine was oversubscribed (load per CPU*"])
+        return
     result.assert_outcomes(passed=1, failed=1)
     assert result.ret == 1
     # 30% more work in the eager path: reference / eager path drops by ~23%

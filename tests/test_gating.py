@@ -32,10 +32,10 @@ def gate(tmp_path):
 def test_verdicts_and_message(gate):
     ok = gate.check(rec("t.py::a", 10, seed=1))
     assert not ok.failed and ok.details["category"] == "unchanged"
-    bad = gate.check(rec("t.py::b", 14, seed=2))
+    bad = gate.check(rec("t.py::b", 17, seed=2))
     assert bad.failed
     assert bad.message.startswith("t.py::b latency_ms median +")
-    assert "(99% CI +" in bad.message and "> 20% threshold" in bad.message
+    assert "(99% CI +" in bad.message and "> 57.5% threshold" in bad.message
     assert bad.message.endswith("vs baseline baselines/cpu-2c-1t-abc.json @ abcdef1")
     new = gate.check(rec("t.py::new", 10))
     assert not new.failed and new.details["category"] == "inconclusive"
@@ -49,8 +49,8 @@ def test_verdicts_and_message(gate):
 def test_marker_threshold_applies_to_every_metric(gate):
     from dataclasses import replace
 
-    loose = replace(gate.settings, threshold=0.5)
-    assert not gate.check(rec("t.py::b", 14, seed=2), settings=loose).failed
+    loose = replace(gate.settings, threshold=0.8)
+    assert not gate.check(rec("t.py::b", 17, seed=2), settings=loose).failed
 
 
 def test_confirmation_rerun(gate):
@@ -60,12 +60,12 @@ def test_confirmation_rerun(gate):
         calls.append(1)
         return rec("t.py::b", 10, seed=5)
 
-    v = gate.check(rec("t.py::b", 14, seed=2), rerun=rerun_fast,
-                   settings=Settings(compare=True, confirm_reruns=2))
+    v = gate.check(rec("t.py::b", 17, seed=2), rerun=rerun_fast,
+                   settings=Settings(compare=True, confirm_reruns=2, adaptive_reruns=0))
     assert not v.failed and v.details["category"] == "inconclusive" and len(calls) == 1
     assert "not confirmed" in v.message
-    v = gate.check(rec("t.py::b", 14, seed=2), rerun=lambda: rec("t.py::b", 14, seed=6),
-                   settings=Settings(compare=True, confirm_reruns=2))
+    v = gate.check(rec("t.py::b", 17, seed=2), rerun=lambda: rec("t.py::b", 17, seed=6),
+                   settings=Settings(compare=True, confirm_reruns=2, adaptive_reruns=0))
     assert v.failed and "(confirmed by 2 rerun(s))" in v.message
 
 
@@ -90,6 +90,6 @@ def test_markdown_escapes_ids_and_works_without_a_gate(gate):
     doc = RunDocument(ENV, (rec("t.py::a[x|<b>]", 10),))
     md = render(doc, [], None)
     assert "t.py::a\\[x\\|\\<b\\>\\]" in md and "Comparison" not in md
-    v = gate.check(rec("t.py::b", 14, seed=2))
+    v = gate.check(rec("t.py::b", 17, seed=2))
     md = render(doc, [v], gate)
     assert "🔴 1 regressed" in md and "t.py::b latency\\_ms median" in md

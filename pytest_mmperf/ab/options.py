@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_mmperf.judge.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+from pytest_mmperf.settings import Settings
 
 SIDES = ("base", "head")
 
@@ -29,6 +30,7 @@ class ABOptions:
     threshold: float = DEFAULT_THRESHOLD
     confidence: float = DEFAULT_CONFIDENCE
     timeout_s: float = 1800.0  # longest a worker may compute without finishing a round
+    settings: Settings | None = None  # the decision rule's options (mmperf ab's generated flags)
     repo: Path = field(default_factory=Path.cwd)
     python: str = sys.executable
 

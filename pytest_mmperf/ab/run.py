@@ -22,10 +22,11 @@ from pytest_mmperf.ab import coordinator, paired
 from pytest_mmperf.ab.options import SIDES, ABError, ABOptions, pytest_command
 from pytest_mmperf.ab.worktrees import check_clean, check_plugin_source, git, resolve_ref, side_env, worktrees
 from pytest_mmperf.judge import drift
-from pytest_mmperf.judge.compare import Policy
+from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.results import atomic
 from pytest_mmperf.results.merge import MergeError, pool
 from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, RunDocument
+from pytest_mmperf.settings import Settings
 
 
 @dataclass
@@ -142,7 +143,11 @@ def measure(
                 atomic.write_text(json_dir / f"{s}.json", pooled[s].dumps())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # worktrees, sockets, and results unless --json-dir
-    policy = Policy(threshold=options.threshold, confidence=options.confidence)
+    # the one front door (judge.policy): per-metric thresholds and defaults as the gate reads them
+    policy = policy_from_settings(
+        options.settings or Settings(threshold=options.threshold, compare_confidence=options.confidence),
+        cross_session=False,
+    )
     comparisons = paired.compare_runs(runs["base"], runs["head"], policy)
     if pooled["base"].fingerprint != pooled["head"].fingerprint:
         notes.append(f"base and head report different environments ({pooled['base'].fingerprint} vs "

@@ -17,8 +17,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pytest_mmperf.judge.compare import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
-from pytest_mmperf.settings import fraction
+from pytest_mmperf.settings import POLICY_DESTS, UsageError, add_cli_options, fraction, settings_from_cli
+
+# The decision rule's options, generated from the pytest option table (same parsing, same
+# defaults, same MMPERF_ variables); the cross-session drift allowance is not one of them: base
+# and head run in lockstep in this job.
+AB_POLICY_DESTS = tuple(d for d in POLICY_DESTS if d != "drift_allowance")
 
 
 def _fraction(text: str) -> float:
@@ -62,10 +66,7 @@ def register(subparsers: Any) -> None:
                    help="write the Markdown summary (PR comment, $GITHUB_STEP_SUMMARY) to PATH")
     p.add_argument("--json-dir", type=Path, metavar="DIR",
                    help="keep every process's results document, its log and the pooled base.json/head.json in DIR")
-    p.add_argument("--threshold", type=_fraction, default=DEFAULT_THRESHOLD, metavar="FRACTION",
-                   help="smallest change that counts as a regression (default 5%%)")
-    p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, metavar="P",
-                   help="confidence a regression must reach, Holm over the run's metrics (default 0.99)")
+    add_cli_options(p, AB_POLICY_DESTS)
     p.add_argument("--timeout", type=_positive, default=1800, metavar="SECONDS",
                    help="stop a worker that computes this long without finishing a round (default 1800)")
     p.add_argument("--drift-allowance", type=_fraction, default=None, metavar="FRACTION",
@@ -80,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
     from pytest_mmperf.ab import ABOptions, run_ab, split_args
 
-    if not 0.5 <= args.confidence < 1:
-        print("mmperf ab: --confidence must be in [0.5, 1)", file=sys.stderr)
+    try:
+        settings = settings_from_cli(args, AB_POLICY_DESTS)
+    except UsageError as exc:
+        print(f"mmperf ab: {exc}", file=sys.stderr)
         return 2
     if args.drift_allowance is not None:
         print("mmperf ab: --drift-allowance has no effect (base and head run in lockstep); ignored",
@@ -94,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
         pytest_args=split_args(args.pytest_args),
         markdown=args.markdown,
         json_dir=args.json_dir,
-        threshold=args.threshold,
-        confidence=args.confidence,
+        threshold=settings.threshold,
+        confidence=settings.compare_confidence,
+        settings=settings,
         timeout_s=float(args.timeout),
         repo=args.repo,
     )

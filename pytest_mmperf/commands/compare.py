@@ -1,8 +1,10 @@
 """``mmperf compare BASELINE.json CURRENT.json``: the gate's engine on two results documents.
 
 Exit status: 0 no regression, 1 a regression or output drift, 2 bad input (one line on stderr).
-Documents from different environments are refused unless ``--force``. There is no run-wide
-family here, so Bonferroni counts the comparisons these two documents make.
+Documents from different environments are refused unless ``--force``. The decision rule is the
+gate's (:func:`pytest_mmperf.judge.policy.policy_from_settings`), its options generated from the
+same table as the pytest options (``--threshold 5%`` reads as ``--mmperf-threshold=5%``); the
+Bonferroni family is the gated statistical comparisons these two documents make.
 """
 
 from __future__ import annotations
@@ -12,21 +14,12 @@ import sys
 from typing import Any
 
 from pytest_mmperf.judge import compare, drift
+from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.report.summary import short_id
 from pytest_mmperf.results.fingerprint import differences
 from pytest_mmperf.results.metrics import SPEEDUP
 from pytest_mmperf.results.records import DocumentError, RunDocument
-from pytest_mmperf.settings import fraction
-
-
-def _metric_threshold(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected METRIC=FRACTION, e.g. latency_ms=0.1")
-    try:
-        return name, fraction(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+from pytest_mmperf.settings import POLICY_DESTS, UsageError, add_cli_options, settings_from_cli
 
 
 def register(subparsers: Any) -> None:
@@ -37,48 +30,34 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("baseline", metavar="A.json", help="the baseline results document")
     p.add_argument("current", metavar="B.json", help="the results document to judge")
-    p.add_argument("--threshold", type=float, default=compare.DEFAULT_THRESHOLD,
-                   help="smallest relative change that counts (default 0.05)")
-    p.add_argument("--metric-threshold", type=_metric_threshold, action="append", default=[],
-                   metavar="METRIC=FRACTION", help="threshold for one metric (repeatable)")
-    p.add_argument("--confidence", type=float, default=compare.DEFAULT_CONFIDENCE,
-                   help="confidence a regression must reach (default 0.99)")
-    p.add_argument("--drift-allowance", type=float, default=compare.DRIFT_ALLOWANCE,
-                   help="the smallest change of an absolute timing that counts, since runs at "
-                        "different times drift (default 0.20; 0 for A/B runs made back to back)")
-    p.add_argument("--no-absolute", dest="gate_absolute", action="store_false",
-                   help="report absolute timings without gating them (shared, contended machines); "
-                        "in-run ratios, bytes, counts and outputs still gate")
-    p.add_argument("--force", action="store_true",
-                   help="compare documents from different environments")
+    # the decision rule's options, generated from the pytest option table (same parsing, defaults)
+    add_cli_options(p, (*POLICY_DESTS, "compare_force"))
+    p.add_argument("--no-absolute", dest="gate_absolute_timings", action="store_const", const="report",
+                   help="the same as --absolute report (kept for older scripts)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_cli(args, (*POLICY_DESTS, "compare_force"))
+    except UsageError as exc:
+        print(f"mmperf compare: {exc}", file=sys.stderr)
+        return 2
     try:
         base = RunDocument.load(args.baseline)
         cur = RunDocument.load(args.current)
     except DocumentError as exc:
         print(f"mmperf compare: {exc}", file=sys.stderr)
         return 2
-    if not 0.5 <= args.confidence < 1 or args.threshold < 0 or args.drift_allowance < 0:
-        print("mmperf compare: --confidence must be in [0.5, 1); thresholds must be >= 0", file=sys.stderr)
-        return 2
     diff = differences(base.environment, cur.environment)
-    if diff and not args.force:
+    if diff and not settings.compare_force:
         keys = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in sorted(diff.items()))
         print(f"mmperf compare: different environments ({keys}); use --force to compare anyway",
               file=sys.stderr)
         return 2
     ids = set(cur.by_id())
-    policy = compare.Policy(
-        threshold=args.threshold,
-        thresholds=dict(args.metric_threshold),
-        confidence=args.confidence,
-        family_size=compare.family_size(base, ids, gate_absolute=args.gate_absolute),
-        drift_allowance=args.drift_allowance,
-        gate_absolute=args.gate_absolute,
-    )
+    family = compare.family_size(base, ids, gate_absolute=settings.gate_absolute_timings)
+    policy = policy_from_settings(settings, family_size=family)
     comps, only_base, only_cur = compare.compare_documents(base, cur, policy)
     base_by_id, cur_by_id = base.by_id(), cur.by_id()
     failed = 0

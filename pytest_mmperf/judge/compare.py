@@ -1,44 +1,93 @@
 """The comparison engine: one benchmark measured now versus its baseline, as values.
 
-Pure functions on :mod:`pytest_mmperf.results.records`; no pytest, no torch. The gate
-(:mod:`pytest_mmperf.judge.gate`) and ``mmperf compare`` both call :func:`compare_benchmarks`.
+Pure functions on :mod:`pytest_mmperf.results.records`; no pytest, no torch. The gate of
+``--mmperf-compare`` (:mod:`pytest_mmperf.judge.gate`), ``mmperf compare`` and ``mmperf ab`` all
+call :func:`compare_benchmarks` with a :class:`Policy` built by one function,
+:func:`pytest_mmperf.judge.policy.policy_from_settings`.
 
-How a metric is judged (significant AND beyond a practical threshold; docs/gate.md):
+The statistical model
+---------------------
+**Unit of replication: the measured round.** A round is one call of the benchmark (both arms,
+back to back, when a lever is measured against eager). Samples inside one round (a decode
+step's ``tpot_ms``, a phase entered several times) share the caches, the allocator and the
+machine's state of that moment; they are not independent. Every test therefore runs on one value
+per round, :meth:`MetricRecord.per_round` (the median of the round's samples); every sample stays
+stored and shown. A stored metric with more samples than its benchmark has rounds and no
+``rounds`` grouping (baselines saved before grouping existed) is not tested at all: it is
+*inconclusive* with the reason "no round grouping ...; re-save the baseline". Pretending its
+steps were rounds would make p-values far too small.
 
-* **timing metrics** (``*_ms``, ``*_s``, ``*_per_s``): one-sided Mann-Whitney U test in the "worse"
-  direction, plus the percentile-bootstrap CI of the ratio of medians (reported). *Regressed* when
-  ``p < alpha`` (after the family-wise correction below) AND the median change is beyond the
-  effective threshold; *improved* symmetrically; *inconclusive* when either side has fewer than
-  ``min_samples`` samples, when even a perfect separation of the samples could not reach ``alpha``,
-  or when the CI of the change is wider than ``max_ci_width``; otherwise *unchanged*.
-* **absolute timings drift between sessions** (medians moved up to 16% on an idle
-  2-core VM 30 minutes apart). A baseline is always from another session, so for absolute timing
-  metrics the effective threshold is ``max(threshold, drift_allowance)`` (default 20%). Metrics
-  that are ratios measured inside one run (``speedup_vs_eager``, eager and optimized rounds
-  interleaved ABBA) cancel that drift and are gated at the plain threshold (default 5%).
-  ``scripts/detection_power.py`` measures what each path can detect on this machine. On a shared
-  machine under CPU contention absolute timings move far more than 20% (measured: +184% median
-  on unchanged reruns at load average 4 on 2 cores); there ``gate_absolute=False`` reports them
-  without failing, and only in-run ratios, bytes, counts and output drift gate.
-* **byte and count metrics** (``*_bytes``, ``*_count``, ratios, ...): near-deterministic and
-  often a single sample, so the threshold on the medians decides alone.
-* **speedup_vs_eager**: per-round speedups ``eager_latency_ms[i] / latency_ms[i]`` (the two arms
-  of round i ran back to back) are compared like a timing metric whose higher is better. Without
-  per-round samples the stored medians and CIs are used, conservatively.
+**The family: primary metrics only** (:func:`is_primary`). Per benchmark: ``latency_ms``; phase
+timings (``ttft_ms``, ``tpot_ms``, ``encoder_ms``, ``vocoder_ms``, ...); ``speedup_vs_eager``; the
+benchmark's own memory (``peak_memory_bytes``) and deterministic byte counts (``weight_bytes``,
+``kv_cache_bytes``, any other ``*_bytes`` of the benchmark). Everything else is compared and shown
+but never fails: the eager arm of a lever benchmark (``eager_*``, which the eager benchmark gates
+itself), derived figures (``tokens_per_s`` is latency inverted), host/device duplicates of a timing
+(``*_host_ms``, ``*_device_ms``), one-off costs (``first_call_ms``, ``compile_ms``,
+``lever_setup_ms``), process- or device-wide figures (``peak_rss_bytes``, NVML readings), counts
+and rates (output drift catches a changed behaviour). A smaller family is what lets the
+correction below keep power.
 
-False discoveries across a suite: decisions are made per test while the suite runs, so the gate
-uses Bonferroni (valid online, in any order) over the family of every statistical comparison the
-run can make (``family_size``: the gated timing metrics and speedups of the baseline entries of
-the collected benchmarks): ``alpha = (1 - confidence) / family_size``. Benjamini-Hochberg q-values
-(:func:`q_values`) are reported in the session summary for reading, not for deciding.
+**Tests.** Timings (``*_ms``, ``*_s``) and per-round speedups: one-sided Mann-Whitney U on the
+per-round values in the "worse" direction (scipy: exact for small samples without ties, normal
+approximation with tie correction otherwise), and the CI of the ratio of medians
+(:func:`pytest_mmperf.results.stats.ratio_of_medians`, percentile bootstrap) for the size.
+Bytes are near-deterministic, often a single value: the threshold on the medians decides alone.
+Instruction counts (``--mmperf-clock=instructions``) are deterministic: a noise check, then the
+threshold (:func:`compare_counts`, :mod:`pytest_mmperf.judge.deterministic`); they are primary
+where the timing they replace is, and take no place in the Bonferroni family.
+Paired rounds (base and head measured back to back, a lockstep A/B): :func:`compare_paired`, a
+one-sided Wilcoxon signed-rank test on the per-pair log ratios, so that what moves both sides of
+a pair cancels.
+
+**Decision** (a regression needs a significant difference AND a practical one):
+
+* *regressed*: ``p < alpha`` and the median change is worse than the threshold; *improved*
+  symmetrically;
+* *inconclusive* means "these rounds cannot decide", and the gate then measures more rounds
+  (:attr:`MetricComparison.more_rounds_help`): fewer than ``min_samples`` rounds a side; so few
+  rounds that even a perfect separation could not reach ``alpha`` (smallest one-sided p
+  ``1 / C(n1 + n2, n1)``, computed in log space so that 10^5 samples do not overflow); a change
+  beyond the threshold that is not significant; a CI of the change wider than ``max_ci_width``.
+  It is also the answer when nothing can be tested (no round grouping, a median that is zero or
+  negative): a reason, never a traceback, never a pass and never a failure;
+* *unchanged* otherwise: the test could have reached ``alpha`` and the change stays within the
+  threshold.
+
+**Multiplicity.** Decisions are made per test while the suite runs, so the correction must be
+valid online, in any order: Bonferroni over the family known at collection (the gated primary
+timing comparisons and speedups of the collected benchmarks' baseline entries,
+:func:`family_size`), and over the ``looks`` the gate may take at one benchmark (the first
+measurement and each adaptive extra measurement, pooled): ``alpha = (1 - confidence) /
+(family_size * looks)``. With the default 99% the chance that an unchanged suite shows any
+regression is at most 1%. Benjamini-Hochberg q-values (:func:`q_values`) are shown in the
+summary for reading; they decide nothing. Bytes decide by threshold and do not count.
+
+**Contention.** Each record carries the machine's load per CPU when it was measured
+(``params["load_per_cpu"]``, 1-minute load average over usable CPUs). When either side of a
+cross-session comparison was measured on an oversubscribed machine (more than one runnable
+thread per CPU), its timings and its speedup are *inconclusive* with the reason: the process got
+an unknown share of the CPUs, which no allowance bounds, and the arms of a speedup got different
+shares. Bytes and output drift still gate; ``mmperf ab`` (one job) is not concerned.
+
+**Thresholds.** The practical threshold (default 5%, per metric with ``metric_thresholds``) holds
+for in-run ratios and bytes. An absolute timing compared with a baseline from another session
+also carries the machine's process-to-process drift: the whole process runs faster or slower (on
+the shared 2-core VM of this project: +26..34% for a baseline saved a minute earlier, up to +41%
+within 15 minutes), which no number of rounds averages away. Such a timing regresses only beyond
+``(1 + threshold) * (1 + drift_allowance) - 1`` (default 57.5%): a bound on the drift composed with
+the effect that matters. Ratios measured inside one run (``speedup_vs_eager``: eager and
+optimized rounds interleaved) cancel the drift and are the sensitive signal; ``mmperf ab``, whose
+sides run in one job, sets ``cross_session=False``.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,13 +95,27 @@ from scipy import stats as sps
 
 from pytest_mmperf.judge import deterministic
 from pytest_mmperf.results import stats
-from pytest_mmperf.results.metrics import EAGER_LATENCY, SPEEDUP, Direction, MetricNameError, unit_of
+from pytest_mmperf.results.metrics import (
+    EAGER_LATENCY,
+    EAGER_PREFIX,
+    SPEEDUP,
+    Direction,
+    MetricNameError,
+    unit_of,
+)
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, RunDocument, Speedup
+from pytest_mmperf.settings import BY_DEST
 
-DEFAULT_THRESHOLD = 0.05
-DEFAULT_CONFIDENCE = 0.99
-DRIFT_ALLOWANCE = 0.20  # absolute timings vs another session; medians drifted up to 16% here
-MIN_SAMPLES = 5
+# The defaults live in the option table (pytest_mmperf.settings.OPTIONS); named here for readers.
+DEFAULT_THRESHOLD: float = BY_DEST["threshold"].default
+DEFAULT_CONFIDENCE: float = BY_DEST["compare_confidence"].default
+DRIFT_ALLOWANCE: float = BY_DEST["drift_allowance"].default
+MIN_SAMPLES = 5  # rounds a side below which nothing is tested
+# More runnable threads than CPUs (1-minute load average per CPU, stamped on each record when it
+# was measured): the process got an unknown share of the machine, so its absolute timings say
+# nothing about another session's (measured here at 7.8: +86..+142% on an unchanged rerun).
+CONTENDED_LOAD_PER_CPU = 1.0
+LOAD_KEY = "load_per_cpu"  # where a record carries it (BenchmarkRecord.params)
 MAX_CI_WIDTH = 0.50  # relative change; a wider CI says nothing either way
 
 
@@ -64,32 +127,101 @@ class Category(str, enum.Enum):
 
 
 # How a metric is compared; also what the summary shows.
-TIMING = "timing"  # absolute timing, vs another session: threshold widened by the drift allowance
+TIMING = "timing"  # absolute timing: vs another session, threshold composed with the drift allowance
 IN_RUN = "in-run ratio"  # a ratio measured inside one run (speedup): drift cancels
 EXACT = "threshold"  # bytes, counts: the threshold on medians alone
 COUNT = "deterministic"  # instruction counts: a noise check, then the threshold
 
 
+# -- the family ------------------------------------------------------------------------------------
+ONE_OFF_TIMINGS = frozenset({"first_call_ms", "compile_ms", "lever_setup_ms"})
+PROCESS_BYTES = frozenset({"peak_rss_bytes", "device_memory_used_bytes", "peak_reserved_bytes"})
+DETERMINISTIC_BYTES = frozenset({"weight_bytes", "kv_cache_bytes"})
+
+
+def is_primary(name: str) -> bool:
+    """Does the gate decide on this metric? (the rationale is in the module docstring)
+
+    Primary: ``speedup_vs_eager``; ``latency_ms`` and every phase timing (``*_ms`` / ``*_s``) that
+    is not the eager arm's, not a host/device duplicate and not a one-off cost; every ``*_bytes``
+    that is not the eager arm's and not a process- or device-wide figure. Not primary: the rest.
+    """
+    if name == SPEEDUP:
+        return True
+    if name.startswith(EAGER_PREFIX):
+        return False  # the eager arm: the eager benchmark gates the same code itself
+    try:
+        unit = unit_of(name)
+    except MetricNameError:
+        return False
+    if unit.suffix in ("_ms", "_s"):
+        return not (name in ONE_OFF_TIMINGS or name.endswith(("_host_ms", "_device_ms")))
+    if unit.suffix == "_instructions":  # the instruction clock's counterpart of a timing
+        stem = name.removesuffix("_instructions")
+        return f"{stem}_ms" not in ONE_OFF_TIMINGS and not stem.endswith(("_host", "_device"))
+    if unit.suffix == "_bytes":
+        return name not in PROCESS_BYTES and not name.startswith(("gpu_", "device_", "nvml_"))
+    return False  # *_per_s (derived), counts, rates, ratios, fractions, percentages
+
+
+def gates(name: str, *stored: MetricRecord) -> bool:
+    """Primary, and not marked informational where it was recorded (``gated=False``). Deterministic
+    byte counts gate even when a suite stores them as facts: a lever that stops shrinking the
+    weights is a regression."""
+    if not is_primary(name):
+        return False
+    return name in DETERMINISTIC_BYTES or all(m.gated for m in stored)
+
+
+# -- the rule --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Policy:
-    """Everything that decides a comparison; built from Settings by the gate or the CLI."""
+    """Everything that decides a comparison; built by :func:`pytest_mmperf.judge.policy.policy_from_settings`."""
 
     threshold: float = DEFAULT_THRESHOLD
     thresholds: Mapping[str, float] = field(default_factory=dict)  # per metric name
     confidence: float = DEFAULT_CONFIDENCE
-    family_size: int = 1  # number of statistical comparisons in the run (Bonferroni)
+    family_size: int = 1  # statistical comparisons the run can make (Bonferroni)
+    looks: int = 1  # measurements the gate may judge per benchmark (adaptive rounds)
     min_samples: int = MIN_SAMPLES
     max_ci_width: float = MAX_CI_WIDTH
     drift_allowance: float = DRIFT_ALLOWANCE
     gate_absolute: bool = True  # False: absolute timings are reported, never fail (shared runners)
+    cross_session: bool = True  # False: both sides measured in one job (mmperf ab): no drift allowance
 
     def threshold_for(self, metric: str) -> float:
         return float(self.thresholds.get(metric, self.threshold))
 
+    def timing_threshold(self, metric: str) -> float:
+        """The effective threshold of an absolute timing: composed with the drift allowance
+        when the baseline is from another session."""
+        t = self.threshold_for(metric)
+        if not self.cross_session:
+            return t
+        return (1.0 + t) * (1.0 + self.drift_allowance) - 1.0
+
     @property
     def alpha(self) -> float:
-        """Per-comparison significance level after the Bonferroni correction."""
-        return (1.0 - self.confidence) / max(1, self.family_size)
+        """Per-comparison significance level: Bonferroni over the family and the looks."""
+        return (1.0 - self.confidence) / (max(1, self.family_size) * max(1, self.looks))
+
+
+def smallest_p(n1: int, n2: int) -> float:
+    """The smallest one-sided Mann-Whitney p-value n1 and n2 samples can give (perfect
+    separation): ``1 / C(n1 + n2, n1)``, in log space (no overflow at 10^5 a side; 0.0 when it
+    underflows)."""
+    if n1 < 1 or n2 < 1:
+        return 1.0
+    log_p = math.lgamma(n1 + 1) + math.lgamma(n2 + 1) - math.lgamma(n1 + n2 + 1)
+    return math.exp(log_p)
+
+
+def rounds_to_reach(alpha: float, limit: int = 10_000) -> int:
+    """The fewest rounds a side (equal sides) with which a perfect separation reaches ``alpha``."""
+    n = 1
+    while smallest_p(n, n) >= alpha and n < limit:
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -110,6 +242,8 @@ class MetricComparison:
     threshold: float  # the effective threshold used
     reason: str = ""  # why inconclusive, or a note
     gated: bool = True  # False: reported only, never fails
+    more_rounds_help: bool = False  # inconclusive because the rounds cannot decide (yet)
+    rounds: tuple[int, int] = (0, 0)  # per-round values tested: (baseline, current)
 
     @property
     def worse_by(self) -> float:
@@ -133,7 +267,8 @@ class MetricComparison:
         text = self.change_text()
         if self.category is Category.REGRESSED:
             bound = ">" if self.direction == Direction.LOWER.value else "drop >"
-            return f"{text} {bound} {self.threshold_text()}"
+            p = f", p = {self.p_value:.2g}" if self.p_value is not None else ""
+            return f"{text} {bound} {self.threshold_text()}{p}"
         if self.category is Category.INCONCLUSIVE:
             return f"{text}: inconclusive ({self.reason})"
         return f"{text}: {self.category.value}"
@@ -145,8 +280,8 @@ class MetricComparison:
             "category": self.category.value,
             "direction": self.direction,
             "unit": self.unit,
-            "baseline": self.baseline,
-            "current": self.current,
+            "baseline": _finite(self.baseline),
+            "current": _finite(self.current),
             "change": _finite(self.change),
             "ci_low": _finite(self.ci_low),
             "ci_high": _finite(self.ci_high),
@@ -155,6 +290,8 @@ class MetricComparison:
             "threshold": self.threshold,
             "reason": self.reason,
             "gated": self.gated,
+            "more_rounds_help": self.more_rounds_help,
+            "rounds": list(self.rounds),
         }
 
 
@@ -173,6 +310,11 @@ class BenchmarkComparison:
         return tuple(m for m in self.gated if m.category is Category.REGRESSED)
 
     @property
+    def more_rounds_help(self) -> bool:
+        """Would more rounds decide something still open? (the gate's adaptive trigger)"""
+        return any(m.category is Category.INCONCLUSIVE and m.more_rounds_help for m in self.gated)
+
+    @property
     def category(self) -> Category:
         """regressed > inconclusive > improved > unchanged, over gated metrics."""
         cats = {m.category for m in self.gated}
@@ -186,6 +328,8 @@ class BenchmarkComparison:
 
 # -- one metric ------------------------------------------------------------------------------------
 def _pct(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
     if not math.isfinite(x):
         return "+inf%" if x > 0 else "-inf%"
     return f"{x * 100:+.1f}%"
@@ -195,9 +339,23 @@ def _finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else None
 
 
-def _smallest_p(n1: int, n2: int) -> float:
-    """The smallest one-sided Mann-Whitney p-value n1 and n2 samples can give (perfect separation)."""
-    return 1.0 / math.comb(n1 + n2, n1)
+EXACT_MAX_N = 200  # rounds on both sides together up to which the exact null distribution is used
+
+
+def _one_sided_p(current: np.ndarray, baseline: np.ndarray, alternative: str) -> float:
+    """Mann-Whitney U, one-sided; 1.0 where the test is degenerate (every value equal).
+
+    Exact without ties up to ``EXACT_MAX_N`` values together (scipy's automatic choice switches
+    to the normal approximation above 8 a side, whose p for a perfect separation of 12 vs 12 is
+    1.6e-5 instead of the exact 3.7e-7: too coarse for a Bonferroni level); the normal
+    approximation with tie correction otherwise."""
+    both = np.concatenate([current, baseline])
+    exact = both.size <= EXACT_MAX_N and np.unique(both).size == both.size
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = float(sps.mannwhitneyu(current, baseline, alternative=alternative,
+                                   method="exact" if exact else "asymptotic").pvalue)
+    return p if math.isfinite(p) else 1.0
 
 
 def compare_samples(
@@ -212,60 +370,169 @@ def compare_samples(
     unit: str = "",
     gated: bool = True,
 ) -> MetricComparison:
-    """Judge a timing-like metric (or per-round speedups) from its samples."""
+    """Judge a timing-like metric (or per-round speedups) from one value per round a side."""
     direction = Direction(direction)
-    threshold = policy.threshold_for(metric)
-    if kind == TIMING:
-        threshold = max(threshold, policy.drift_allowance)
-    b = np.asarray(baseline, dtype=float)
-    c = np.asarray(current, dtype=float)
-    b_med = float(np.median(b)) if b.size else math.nan
-    c_med = float(np.median(c)) if c.size else math.nan
+    threshold = policy.timing_threshold(metric) if kind == TIMING else policy.threshold_for(metric)
+    b = np.asarray(baseline, dtype=float).ravel()
+    c = np.asarray(current, dtype=float).ravel()
+    finite = bool(np.all(np.isfinite(b)) and np.all(np.isfinite(c)))
+    b_med = float(np.median(b)) if b.size and finite else math.nan
+    c_med = float(np.median(c)) if c.size and finite else math.nan
 
     def result(category: Category, change: float, lo: float | None, hi: float | None,
-               p: float | None, reason: str = "") -> MetricComparison:
+               p: float | None, reason: str = "", more: bool = False) -> MetricComparison:
         return MetricComparison(benchmark, metric, kind, category, direction.value, unit, b_med,
-                                c_med, change, lo, hi, policy.confidence, p, threshold, reason, gated)
+                                c_med, change, lo, hi, policy.confidence, p, threshold, reason, gated,
+                                more, (int(b.size), int(c.size)))
 
+    if not finite:
+        return result(Category.INCONCLUSIVE, math.nan, None, None, None, "a sample is not a finite number")
     if b.size < policy.min_samples or c.size < policy.min_samples:
-        change = c_med / b_med - 1 if b.size and c.size and b_med else math.nan
+        change = c_med / b_med - 1 if b.size and c.size and b_med > 0 else math.nan
         return result(Category.INCONCLUSIVE, change, None, None, None,
-                      f"too few samples: {b.size} in the baseline, {c.size} now; "
-                      f"need {policy.min_samples} on each side")
+                      f"too few rounds: {b.size} in the baseline, {c.size} now; "
+                      f"need {policy.min_samples} on each side", more=True)
     if not b_med > 0 or not c_med > 0:
         return result(Category.INCONCLUSIVE, math.nan, None, None, None,
                       "a median is zero or negative; a relative change is undefined")
-    est = stats.ratio_of_medians(c.tolist(), b.tolist(), policy.confidence)
+    est = stats.ratio_of_medians(c, b, policy.confidence)
     change, lo, hi = est.ratio - 1, est.ci_low - 1, est.ci_high - 1
+    if not all(math.isfinite(v) for v in (change, lo, hi)):
+        return result(Category.INCONCLUSIVE, math.nan, None, None, None,
+                      "the ratio of the medians is out of floating-point range")
     worse_alt, better_alt = ("greater", "less") if direction is Direction.LOWER else ("less", "greater")
-    p_worse = float(sps.mannwhitneyu(c, b, alternative=worse_alt).pvalue)
-    p_better = float(sps.mannwhitneyu(c, b, alternative=better_alt).pvalue)
+    p_worse = _one_sided_p(c, b, worse_alt)
+    p_better = _one_sided_p(c, b, better_alt)
     worse = change if direction is Direction.LOWER else -change
-    if p_worse < policy.alpha and worse > threshold:
+    alpha = policy.alpha
+    if p_worse < alpha and worse > threshold:
         return result(Category.REGRESSED, change, lo, hi, p_worse)
-    if p_better < policy.alpha and -worse > threshold:
+    if p_better < alpha and -worse > threshold:
         return result(Category.IMPROVED, change, lo, hi, p_worse)
-    floor = _smallest_p(b.size, c.size)
-    if floor >= policy.alpha:
+    floor = smallest_p(int(b.size), int(c.size))
+    if floor >= alpha:
         return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
-                      f"{b.size} vs {c.size} samples cannot reach p < {policy.alpha:.2g} "
-                      f"(smallest possible p {floor:.2g}); measure more rounds")
+                      f"{b.size} vs {c.size} rounds cannot reach p < {alpha:.2g} "
+                      f"(smallest possible p {floor:.2g}); measure more rounds", more=True)
+    if worse > threshold:
+        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
+                      f"worse than the {threshold:.1%} threshold but not significant "
+                      f"(p = {p_worse:.2g}, need < {alpha:.2g})", more=True)
     if hi - lo > policy.max_ci_width:
         return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
                       f"too noisy: the CI of the change is {(hi - lo) * 100:.0f} points wide "
-                      f"(limit {policy.max_ci_width * 100:.0f})")
+                      f"(limit {policy.max_ci_width * 100:.0f})", more=True)
     return result(Category.UNCHANGED, change, lo, hi, p_worse)
 
 
+def compare_paired(
+    benchmark: str,
+    metric: str,
+    baseline: Sequence[float],
+    current: Sequence[float],
+    direction: Direction | str,
+    policy: Policy,
+    *,
+    unit: str = "",
+    gated: bool = True,
+) -> MetricComparison:
+    """Judge paired rounds: ``current[i]`` and ``baseline[i]`` measured back to back (the ABBA
+    pairs of a lockstep ``mmperf ab``), so that what moves both (the machine, the process
+    pair's moment) cancels in the ratio ``current[i] / baseline[i]``.
+
+    One-sided Wilcoxon signed-rank test on the log ratios (exact without ties up to 50 pairs);
+    the change is the median ratio - 1 with its distribution-free order-statistic CI; the
+    smallest possible p of n pairs is ``2 ** -n``. Decided as :func:`compare_samples` decides,
+    at the plain threshold (an in-run ratio: no drift allowance).
+    """
+    direction = Direction(direction)
+    threshold = policy.threshold_for(metric)
+    b = np.asarray(baseline, dtype=float).ravel()
+    c = np.asarray(current, dtype=float).ravel()
+    n = int(min(b.size, c.size))
+    finite = bool(np.all(np.isfinite(b)) and np.all(np.isfinite(c)))
+    b_med = float(np.median(b)) if b.size and finite else math.nan
+    c_med = float(np.median(c)) if c.size and finite else math.nan
+
+    def result(category: Category, change: float, lo: float | None, hi: float | None,
+               p: float | None, reason: str = "", more: bool = False) -> MetricComparison:
+        return MetricComparison(benchmark, metric, IN_RUN, category, direction.value, unit, b_med, c_med,
+                                change, lo, hi, policy.confidence, p, threshold, reason, gated, more, (n, n))
+
+    if not finite:
+        return result(Category.INCONCLUSIVE, math.nan, None, None, None, "a sample is not a finite number")
+    if b.size != c.size:
+        return result(Category.INCONCLUSIVE, math.nan, None, None, None,
+                      f"{b.size} baseline rounds and {c.size} current rounds cannot be paired")
+    if n < policy.min_samples:
+        return result(Category.INCONCLUSIVE, math.nan, None, None, None,
+                      f"too few pairs: {n}; need {policy.min_samples}", more=True)
+    if not (np.all(b > 0) and np.all(c > 0)):
+        return result(Category.INCONCLUSIVE, math.nan, None, None, None,
+                      "a value is zero or negative; a ratio is undefined")
+    with np.errstate(all="ignore"):
+        ratios = c / b
+        logs = np.log(ratios)
+    if not np.all(np.isfinite(logs)):
+        return result(Category.INCONCLUSIVE, math.nan, None, None, None, "a ratio is out of range")
+    change = float(np.median(ratios)) - 1
+    lo_r, hi_r = stats.median_ci(ratios, policy.confidence)
+    lo, hi = lo_r - 1, hi_r - 1
+    worse_alt, better_alt = ("greater", "less") if direction is Direction.LOWER else ("less", "greater")
+    p_worse = _signed_rank_p(logs, worse_alt)
+    p_better = _signed_rank_p(logs, better_alt)
+    worse = change if direction is Direction.LOWER else -change
+    alpha = policy.alpha
+    if p_worse < alpha and worse > threshold:
+        return result(Category.REGRESSED, change, lo, hi, p_worse)
+    if p_better < alpha and -worse > threshold:
+        return result(Category.IMPROVED, change, lo, hi, p_worse)
+    floor = 2.0 ** -n
+    if floor >= alpha:
+        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
+                      f"{n} pairs cannot reach p < {alpha:.2g} (smallest possible p {floor:.2g}); "
+                      "measure more rounds", more=True)
+    if worse > threshold:
+        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
+                      f"worse than the {threshold:.1%} threshold but not significant "
+                      f"(p = {p_worse:.2g}, need < {alpha:.2g})", more=True)
+    if hi - lo > policy.max_ci_width:
+        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
+                      f"too noisy: the CI of the change is {(hi - lo) * 100:.0f} points wide "
+                      f"(limit {policy.max_ci_width * 100:.0f})", more=True)
+    return result(Category.UNCHANGED, change, lo, hi, p_worse)
+
+
+def _signed_rank_p(logs: np.ndarray, alternative: str) -> float:
+    """Wilcoxon signed-rank, one-sided, on paired log ratios; 1.0 where degenerate (all zero)."""
+    if not np.any(logs != 0):
+        return 1.0
+    exact = logs.size <= 50 and np.unique(np.abs(logs)).size == logs.size and np.all(logs != 0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = float(sps.wilcoxon(logs, alternative=alternative, method="exact" if exact else "approx",
+                               zero_method="zsplit").pvalue)
+    return p if math.isfinite(p) else 1.0
+
+
 def compare_exact(
-    benchmark: str, metric: str, baseline: MetricRecord, current: MetricRecord, policy: Policy
+    benchmark: str, metric: str, baseline: MetricRecord, current: MetricRecord, policy: Policy,
+    *, gated: bool | None = None,
 ) -> MetricComparison:
     """Bytes and counts: the threshold on the medians decides alone."""
     threshold = policy.threshold_for(metric)
     b, c = baseline.median, current.median
-    change = c / b - 1 if b != 0 else (0.0 if c == 0 else math.copysign(math.inf, c))
+    if b > 0:
+        change = c / b - 1
+    elif b == 0:
+        change = 0.0 if c == 0 else math.copysign(math.inf, c)
+    else:
+        change = math.nan
     worse = change if current.direction is Direction.LOWER else -change
-    if worse > threshold:
+    reason = ""
+    if math.isnan(change):
+        category, reason = Category.INCONCLUSIVE, "the baseline median is negative; a relative change is undefined"
+    elif worse > threshold:
         category = Category.REGRESSED
     elif -worse > threshold:
         category = Category.IMPROVED
@@ -273,16 +540,39 @@ def compare_exact(
         category = Category.UNCHANGED
     return MetricComparison(benchmark, metric, EXACT, category, current.direction.value,
                             current.unit, b, c, change, None, None, policy.confidence, None,
-                            threshold, "", current.gated and baseline.gated)
+                            threshold, reason, gates(metric, baseline, current) if gated is None else gated,
+                            False, (baseline.n, current.n))
+
+
+# -- per-round values ------------------------------------------------------------------------------
+def _round_count(rec: BenchmarkRecord, name: str) -> int | None:
+    """How many rounds the benchmark (or its eager arm) measured: its latency's count."""
+    ref = EAGER_LATENCY if name.startswith(EAGER_PREFIX) else "latency_ms"
+    m = rec.metrics.get(ref)
+    if m is None or name == ref:
+        return None
+    return len(m.per_round())
+
+
+def round_values(rec: BenchmarkRecord, name: str) -> tuple[tuple[float, ...] | None, str]:
+    """One value per round of metric ``name``, or None and why not (ungrouped within-round samples)."""
+    m = rec.metrics[name]
+    if m.rounds is not None:
+        return m.per_round(), ""
+    n_rounds = _round_count(rec, name)
+    if n_rounds is not None and m.n > n_rounds:
+        return None, f"{m.n} samples over {n_rounds} rounds without round grouping"
+    return m.samples, ""
 
 
 def _per_round_speedups(rec: BenchmarkRecord) -> list[float] | None:
     eager, opt = rec.metrics.get(EAGER_LATENCY), rec.metrics.get("latency_ms")
-    if eager is None or opt is None or len(eager.samples) != len(opt.samples):
+    if eager is None or opt is None:
         return None
-    if any(v <= 0 for v in opt.samples):
+    e, o = eager.per_round(), opt.per_round()
+    if len(e) != len(o) or any(not v > 0 for v in o):
         return None
-    return [e / o for e, o in zip(eager.samples, opt.samples)]
+    return [a / b for a, b in zip(e, o)]
 
 
 def compare_speedup(
@@ -293,9 +583,14 @@ def compare_speedup(
         return None
     b_rounds, c_rounds = _per_round_speedups(base), _per_round_speedups(cur)
     if b_rounds is not None and c_rounds is not None:
-        return compare_samples(benchmark, SPEEDUP, b_rounds, c_rounds, Direction.HIGHER, policy,
-                               kind=IN_RUN, unit="x")
-    return _compare_speedup_summaries(benchmark, bs, cs, policy)
+        m = compare_samples(benchmark, SPEEDUP, b_rounds, c_rounds, Direction.HIGHER, policy,
+                            kind=IN_RUN, unit="x")
+    else:
+        m = _compare_speedup_summaries(benchmark, bs, cs, policy)
+    # On an oversubscribed machine the arms' shares of the CPUs depend on their length (a short
+    # arm fits a scheduler slice more often): measured here, an unchanged benchmark's speedup read
+    # 3.03x in one session and 1.89x in the next. Across sessions it is no better than a timing.
+    return _unless_contended(m, base, cur, policy)
 
 
 def _compare_speedup_summaries(
@@ -303,9 +598,10 @@ def _compare_speedup_summaries(
 ) -> MetricComparison:
     """No per-round samples: a drop counts only when the intervals do not overlap."""
     threshold = policy.threshold_for(SPEEDUP)
-    change = cs.median / bs.median - 1 if bs.median > 0 else math.nan
-    lo = cs.ci_low / bs.ci_high - 1 if bs.ci_high > 0 else math.nan
-    hi = cs.ci_high / bs.ci_low - 1 if bs.ci_low > 0 else math.nan
+    with np.errstate(all="ignore"):
+        change = cs.median / bs.median - 1 if bs.median > 0 else math.nan
+        lo = cs.ci_low / bs.ci_high - 1 if bs.ci_high > 0 else math.nan
+        hi = cs.ci_high / bs.ci_low - 1 if bs.ci_low > 0 else math.nan
     if not all(math.isfinite(v) for v in (change, lo, hi)):
         category, reason = Category.INCONCLUSIVE, "speedup medians or intervals are not positive"
     elif hi < 0 and -change > threshold:
@@ -331,7 +627,8 @@ def compare_counts(
                                    lower_is_better=current.direction is Direction.LOWER, threshold=threshold)
     return MetricComparison(benchmark, metric, COUNT, Category(v.category), current.direction.value,
                             current.unit, v.baseline, v.current, v.change, v.low, v.high, policy.confidence,
-                            None, threshold, v.reason, baseline.gated and current.gated)
+                            None, threshold, v.reason, gates(metric, baseline, current), False,
+                            (len(baseline.per_round()), len(current.per_round())))
 
 
 def _is_timing(name: str) -> bool:
@@ -341,26 +638,69 @@ def _is_timing(name: str) -> bool:
         return False
 
 
+def _compare_timing(base: BenchmarkRecord, cur: BenchmarkRecord, name: str, policy: Policy) -> MetricComparison:
+    b, c = base.metrics[name], cur.metrics[name]
+    gated = gates(name, b, c) and policy.gate_absolute
+    bv, b_why = round_values(base, name)
+    cv, c_why = round_values(cur, name)
+    if bv is None or cv is None:
+        if bv is None and cv is None:
+            why = f"neither side groups its samples by round ({b_why}); not tested"
+        elif bv is None:
+            why = f"the baseline has {b_why}; re-save the baseline"
+        else:
+            why = f"the current run has {c_why}; not tested"
+        threshold = policy.timing_threshold(name)
+        change = c.median / b.median - 1 if b.median > 0 else math.nan
+        return MetricComparison(cur.id, name, TIMING, Category.INCONCLUSIVE, c.direction.value, c.unit,
+                                b.median, c.median, change, None, None, policy.confidence, None, threshold,
+                                why, gated, False, (b.n, c.n))
+    m = compare_samples(cur.id, name, bv, cv, c.direction, policy, kind=TIMING, unit=c.unit, gated=gated)
+    return _unless_contended(m, base, cur, policy)
+
+
+def _unless_contended(
+    m: MetricComparison, base: BenchmarkRecord, cur: BenchmarkRecord, policy: Policy
+) -> MetricComparison:
+    busy = _contention(base, cur) if policy.cross_session else ""
+    if not busy:
+        return m
+    return replace(m, category=Category.INCONCLUSIVE, more_rounds_help=False,
+                   reason=f"{busy}: timings across sessions say nothing; bytes and outputs still gate")
+
+
+def _load(rec: BenchmarkRecord) -> float | None:
+    value = rec.params.get(LOAD_KEY) if isinstance(rec.params, Mapping) else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _contention(base: BenchmarkRecord, cur: BenchmarkRecord) -> str:
+    """Why an absolute cross-session comparison cannot be trusted ("" when it can)."""
+    lb, lc = _load(base), _load(cur)
+    parts = [f"{what} {v:.1f}" for what, v in (("now", lc), ("at the baseline", lb))
+             if v is not None and v > CONTENDED_LOAD_PER_CPU]
+    if not parts:
+        return ""
+    return f"the machine was oversubscribed (load per CPU {', '.join(parts)} > {CONTENDED_LOAD_PER_CPU:g})"
+
+
 def compare_benchmarks(
     base: BenchmarkRecord, cur: BenchmarkRecord, policy: Policy
 ) -> BenchmarkComparison:
-    """Every metric both records have, and the speedup; ungated metrics are reported only."""
+    """Every metric both records have, and the speedup; only primary metrics are gated."""
     out: list[MetricComparison] = []
     notes: list[str] = []
     for name in sorted(set(base.metrics) | set(cur.metrics)):
         b, c = base.metrics.get(name), cur.metrics.get(name)
         if b is None or c is None:
             side = "baseline" if c is None else "current run"
-            if (c or b) is not None and (c or b).gated:  # type: ignore[union-attr]
+            if is_primary(name):
                 notes.append(f"{name} only in the {side}")
             continue
-        gated = b.gated and c.gated
         if deterministic.is_count(name):
             out.append(compare_counts(cur.id, name, b, c, policy))
         elif _is_timing(name):
-            gated = gated and policy.gate_absolute
-            out.append(compare_samples(cur.id, name, b.samples, c.samples, c.direction, policy,
-                                       kind=TIMING, unit=c.unit, gated=gated))
+            out.append(_compare_timing(base, cur, name, policy))
         else:
             out.append(compare_exact(cur.id, name, b, c, policy))
     sp = compare_speedup(cur.id, base, cur, policy)
@@ -372,6 +712,19 @@ def compare_benchmarks(
 
 
 # -- a whole run -----------------------------------------------------------------------------------
+def statistical_comparisons(rec: BenchmarkRecord, *, gate_absolute: bool = True) -> list[str]:
+    """The gated statistical comparisons a baseline entry offers: its testable primary timings
+    (when absolute timings gate) and its speedup."""
+    names: list[str] = []
+    if gate_absolute:
+        for name, m in sorted(rec.metrics.items()):
+            if _is_timing(name) and gates(name, m) and round_values(rec, name)[0] is not None:
+                names.append(name)
+    if rec.speedup_vs_eager is not None:
+        names.append(SPEEDUP)
+    return names
+
+
 def family_size(
     baseline: RunDocument, ids: Collection[str] | None = None, *, gate_absolute: bool = True
 ) -> int:
@@ -380,9 +733,7 @@ def family_size(
     for rec in baseline.benchmarks:
         if ids is not None and rec.id not in ids:
             continue
-        if gate_absolute:
-            n += sum(1 for name, m in rec.metrics.items() if m.gated and _is_timing(name))
-        n += 1 if rec.speedup_vs_eager is not None else 0
+        n += len(statistical_comparisons(rec, gate_absolute=gate_absolute))
     return max(1, n)
 
 

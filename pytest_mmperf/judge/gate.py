@@ -13,24 +13,34 @@
   ``--mmperf-compare-force``.
 
 :meth:`Gate.check` compares one record with its baseline entry through
-:func:`pytest_mmperf.judge.compare.compare_benchmarks` (statistics, thresholds, the drift allowance for
-absolute timings, Bonferroni over the whole run) and :func:`pytest_mmperf.judge.drift.compare_outputs`
-(output fingerprints), and returns a :class:`session.Verdict`; it fails only for a regression or an
-output drift. With ``confirm_reruns`` > 0 and a ``rerun`` callable, a timing regression fails only
-when every confirmation rerun is regressed too.
+:func:`pytest_mmperf.judge.compare.compare_benchmarks` (per-round statistics on the primary
+metrics, thresholds, the drift allowance for absolute timings, Bonferroni over the run's family and
+the looks) and :func:`pytest_mmperf.judge.drift.compare_outputs` (output fingerprints), and returns
+a :class:`Verdict`; it fails only for a regression or an output drift.
+
+Adaptive rounds: when a gated metric is inconclusive because the rounds cannot decide (too few,
+a change beyond the threshold that is not yet significant, too wide a CI) and a ``rerun``
+callable is given, the benchmark is measured again (up to ``adaptive_reruns`` times, within
+``adaptive_time`` seconds per benchmark), its rounds pooled with the first measurement's, and
+judged again; every look is paid for in ``alpha`` (Bonferroni over the looks). With
+``confirm_reruns`` > 0, a timing regression fails only when every confirmation rerun is
+regressed too.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_mmperf.judge import compare, drift
+from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.judge.verdict import Verdict
 from pytest_mmperf.results import baselines
 from pytest_mmperf.results.fingerprint import differences
+from pytest_mmperf.results.merge import pool_records
 from pytest_mmperf.results.metrics import SPEEDUP
 from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, RunDocument
 from pytest_mmperf.settings import Settings, baseline_dir
@@ -48,6 +58,8 @@ class Gate:
     path: str  # for messages: the baseline file, relative to rootdir when inside it
     expected_ids: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic  # the adaptive time budget's clock
+    _family: int | None = field(default=None, repr=False)
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -86,7 +98,21 @@ class Gate:
                            if others else "")
                     )
                     return cls(settings, environment, None, _show(path, rootdir), tuple(expected_ids), notes)
-        return cls(settings, environment, doc, _show(path, rootdir), tuple(expected_ids), notes)
+        gate = cls(settings, environment, doc, _show(path, rootdir), tuple(expected_ids), notes)
+        gate.notes.extend(gate.power_notes())
+        return gate
+
+    def power_notes(self) -> list[str]:
+        """Say so when the configured rounds cannot reach the family's alpha even with a perfect
+        separation (the first look would always be inconclusive)."""
+        if self.baseline is None or self.settings.clock == "instructions":
+            return []  # counts are judged by a noise check and the threshold, not by a test
+        alpha = self.policy().alpha
+        need = compare.rounds_to_reach(alpha)
+        if self.settings.rounds >= need:
+            return []
+        return [f"with {self.settings.rounds} rounds a side no test can reach alpha {alpha:.2g} "
+                f"(family of {self.family_size()}); use --mmperf-rounds={need} or more"]
 
     # -- per benchmark -------------------------------------------------------------------------
     @property
@@ -94,10 +120,13 @@ class Gate:
         return _short_commit(self.baseline.commit if self.baseline else None)
 
     def family_size(self) -> int:
+        """The gated statistical comparisons of the collected benchmarks (computed once)."""
         if self.baseline is None:
             return 1
-        return compare.family_size(self.baseline, set(self.expected_ids) or None,
-                                   gate_absolute=self._gate_absolute(self.settings))
+        if self._family is None:
+            self._family = compare.family_size(self.baseline, set(self.expected_ids) or None,
+                                               gate_absolute=self._gate_absolute(self.settings))
+        return self._family
 
     @staticmethod
     def _gate_absolute(s: Settings) -> bool:
@@ -105,20 +134,18 @@ class Gate:
         # regressions fail, and dedicated runners drift less than the allowance
         return s.gate_absolute_timings
 
-    def policy(self, settings: Settings | None = None) -> compare.Policy:
-        """The decision rule for one benchmark: its marker's threshold wins over the per-metric
-        mapping, which wins over the session's threshold."""
-        s = settings or self.settings
-        per_metric: Mapping[str, float] = dict(s.metric_thresholds)
-        if settings is not None and settings.threshold != self.settings.threshold:
-            per_metric = {}  # a marker keyword threshold= applies to every metric of its test
-        return compare.Policy(
-            threshold=s.threshold,
-            thresholds=dict(per_metric),
-            confidence=s.compare_confidence,
+    def looks(self, settings: Settings | None = None, adaptive: bool = True) -> int:
+        """How many measurements of one benchmark may be judged: the first and the adaptive ones."""
+        return 1 + ((settings or self.settings).adaptive_reruns if adaptive else 0)
+
+    def policy(self, settings: Settings | None = None, looks: int | None = None) -> compare.Policy:
+        """The decision rule for one benchmark (:func:`policy_from_settings`): its marker's
+        threshold wins over the per-metric mapping, which wins over the session's threshold."""
+        return policy_from_settings(
+            settings or self.settings,
             family_size=self.family_size(),
-            drift_allowance=s.drift_allowance,
-            gate_absolute=self._gate_absolute(s),
+            looks=self.looks(settings) if looks is None else looks,
+            session=self.settings if settings is not None else None,
         )
 
     def check(
@@ -127,16 +154,30 @@ class Gate:
         rerun: Callable[[], BenchmarkRecord] | None = None,
         settings: Settings | None = None,
     ) -> Verdict:
+        return self.judge(record, rerun, settings)[0]
+
+    def judge(
+        self,
+        record: BenchmarkRecord,
+        rerun: Callable[[], BenchmarkRecord] | None = None,
+        settings: Settings | None = None,
+    ) -> tuple[Verdict, BenchmarkRecord]:
+        """The verdict, and the record it was reached on (the first measurement pooled with any
+        adaptive extra measurements: what the results document should keep)."""
         if self.baseline is None:
-            return self._inconclusive(record.id, "no baseline for this environment")
+            return self._inconclusive(record.id, "no baseline for this environment"), record
         base = self.baseline.by_id().get(record.id)
         if base is None:
-            return self._inconclusive(record.id, "no baseline entry (a new benchmark)")
-        policy = self.policy(settings)
+            return self._inconclusive(record.id, "no baseline entry (a new benchmark)"), record
+        s = settings or self.settings
+        policy = self.policy(settings, looks=self.looks(settings, adaptive=rerun is not None))
         comp = compare.compare_benchmarks(base, record, policy)
-        outputs = drift.compare_outputs(_output(base), _output(record))
-        reruns: list[str] = []
-        confirm = (settings or self.settings).confirm_reruns
+        pooled, added = self._adapt(base, record, comp, policy, rerun, s)
+        if added:
+            comp = compare.compare_benchmarks(base, pooled, policy)
+        outputs = drift.compare_outputs(_output(base), _output(pooled))
+        reruns = list(added)
+        confirm = s.confirm_reruns
         if comp.regressions and rerun is not None and confirm > 0:
             for i in range(confirm):
                 again = compare.compare_benchmarks(base, rerun(), policy)
@@ -144,7 +185,38 @@ class Gate:
                     reruns.append(f"rerun {i + 1}: not regressed")
                     break
                 reruns.append(f"rerun {i + 1}: still regressed")
-        return self._verdict(record.id, comp, outputs, reruns)
+        return self._verdict(record.id, comp, outputs, reruns, policy), pooled
+
+    def _adapt(
+        self,
+        base: BenchmarkRecord,
+        record: BenchmarkRecord,
+        comp: compare.BenchmarkComparison,
+        policy: compare.Policy,
+        rerun: Callable[[], BenchmarkRecord] | None,
+        s: Settings,
+    ) -> tuple[BenchmarkRecord, list[str]]:
+        """Measure again while the rounds cannot decide, within the budget; rounds pooled."""
+        notes: list[str] = []
+        if rerun is None or s.adaptive_reruns < 1:
+            return record, notes
+        parts = [record]
+        start = self.clock()
+        for i in range(s.adaptive_reruns):
+            if comp.regressions or not comp.more_rounds_help:
+                break
+            spent = self.clock() - start
+            if spent >= s.adaptive_time:
+                notes.append(f"adaptive: time budget of {s.adaptive_time:g} s spent after {i} extra measurement(s)")
+                break
+            parts.append(rerun())
+            pooled = pool_records(parts)
+            comp = compare.compare_benchmarks(base, pooled, policy)
+            rounds = len(pooled.metrics["latency_ms"].per_round()) if "latency_ms" in pooled.metrics else 0
+            notes.append(f"adaptive: extra measurement {i + 1}, {rounds} rounds pooled, still {comp.category.value}"
+                         if comp.category is compare.Category.INCONCLUSIVE
+                         else f"adaptive: extra measurement {i + 1}, {rounds} rounds pooled: {comp.category.value}")
+        return pool_records(parts), notes
 
     def _vs(self, benchmark_id: str) -> str:
         assert self.baseline is not None
@@ -156,10 +228,12 @@ class Gate:
         comp: compare.BenchmarkComparison,
         outputs: list[drift.OutputChange],
         reruns: list[str],
+        policy: compare.Policy,
     ) -> Verdict:
         category = comp.category
         regressions = comp.regressions
-        unconfirmed = bool(reruns) and reruns[-1].endswith("not regressed")
+        confirmations = [r for r in reruns if r.startswith("rerun ")]
+        unconfirmed = bool(confirmations) and confirmations[-1].endswith("not regressed")
         failures: list[str] = []
         if regressions and not unconfirmed:
             failures += [f"{m.describe()}" for m in regressions]
@@ -173,21 +247,30 @@ class Gate:
             "drift": [c.to_json() for c in outputs],
             "notes": list(comp.notes),
             "reruns": reruns,
-            "alpha": self.policy().alpha,
+            "alpha": policy.alpha,
+            "family_size": policy.family_size,
+            "looks": policy.looks,
         }
         if failures:
             message = f"{bid} " + "; ".join(failures) + f" {self._vs(bid)}"
-            if reruns:
-                message += f" (confirmed by {len(reruns)} rerun(s))"
+            if confirmations:
+                message += f" (confirmed by {len(confirmations)} rerun(s))"
             return Verdict(bid, True, message, details)
         if unconfirmed:
             first = "; ".join(m.describe() for m in regressions)
-            reason = f"regressed at first ({first}), not confirmed: {reruns[-1]}"
+            reason = f"regressed at first ({first}), not confirmed: {confirmations[-1]}"
             details["reason"] = reason
             return Verdict(bid, False, f"{bid}: inconclusive: {reason} {self._vs(bid)}", details)
         if category is compare.Category.INCONCLUSIVE:
-            why = [f"{m.metric}: {m.reason}" for m in comp.gated if m.category is compare.Category.INCONCLUSIVE]
+            by_reason: dict[str, list[str]] = {}  # one line: metrics with the same reason together
+            for m in comp.gated:
+                if m.category is compare.Category.INCONCLUSIVE:
+                    by_reason.setdefault(m.reason, []).append(m.metric)
+            why = [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
             details["reason"] = "; ".join(why) or "no comparable metric"
+            extra = [r for r in reruns if r.startswith("adaptive: extra")]
+            if extra:
+                details["reason"] += f" ({extra[-1].removeprefix('adaptive: ')})"
             return Verdict(bid, False, f"{bid}: inconclusive ({details['reason']}) {self._vs(bid)}", details)
         key = _key_metric(comp)
         shown = f": {key.change_text()}" if key else ""

@@ -20,9 +20,9 @@ def comparison_lines(gate: Gate, verdicts: Sequence[Verdict]) -> list[str]:
         lines.append(
             f"  baseline {gate.path} @ {gate.commit}; regression = Mann-Whitney p < "
             f"{gate.policy().alpha:.2g} (Bonferroni: {gate.settings.compare_confidence:.0%} over "
-            f"{gate.family_size()} comparisons) AND beyond the threshold "
+            f"{gate.family_size()} comparisons x {gate.policy().looks} looks) AND beyond the threshold "
             f"({gate.settings.threshold:.0%}; absolute timings "
-            f"{max(gate.settings.threshold, gate.policy().drift_allowance):.0%} for cross-session drift)"
+            f"{gate.policy().timing_threshold('latency_ms'):.1%} for cross-session drift)"
         )
     counts = {c.value: 0 for c in compare.Category}
     for v in verdicts:

@@ -111,11 +111,8 @@ def pool_records(records: Sequence[BenchmarkRecord]) -> BenchmarkRecord:
     metrics: dict[str, MetricRecord] = {}
     names = sorted({name for r in records for name in r.metrics})
     for name in names:
-        parts = [r.metrics[name] for r in records if name in r.metrics]
-        samples = [v for m in parts for v in m.samples]
-        metrics[name] = MetricRecord.from_samples(
-            name, samples, confidence=parts[0].confidence, direction=parts[0].direction, gated=parts[0].gated
-        )
+        # rounds stay grouped (numbered on across repeats): the round is the unit of replication
+        metrics[name] = MetricRecord.pooled([r.metrics[name] for r in records if name in r.metrics])
     return replace(first, metrics=metrics, speedup_vs_eager=_pooled_speedup(records, metrics))
 
 

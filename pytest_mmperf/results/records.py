@@ -62,6 +62,30 @@ class MetricRecord:
         return tuple(statistics.median(by_round[r]) for r in sorted(by_round))
 
     @classmethod
+    def pooled(cls, parts: Sequence[MetricRecord]) -> MetricRecord:
+        """One metric from several measurements of it (repeats, adaptive extra rounds): samples
+        concatenated in order, each part's rounds numbered after the previous part's, so that
+        :meth:`per_round` still sees one value per measured round. Name, direction, confidence and
+        ``gated`` come from the first part."""
+        if not parts:
+            raise ValueError("nothing to pool")
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        grouped = any(p.rounds is not None for p in parts)
+        samples: list[float] = []
+        rounds: list[int] = []
+        offset = 0
+        for p in parts:
+            idx = list(p.rounds) if p.rounds is not None else list(range(len(p.samples)))
+            samples.extend(p.samples)
+            base = min(idx) if idx else 0
+            rounds.extend(offset + r - base for r in idx)
+            offset += (max(idx) - base + 1) if idx else 0
+        return cls.from_samples(first.name, samples, confidence=first.confidence, direction=first.direction,
+                                gated=first.gated, rounds=rounds if grouped else None)
+
+    @classmethod
     def from_samples(
         cls,
         name: str,
