@@ -35,7 +35,7 @@ def gate(tmp_path):
 
 
 def test_markdown_leads_with_changes_and_collapses_unchanged(gate):
-    current = [rec("t.py::a", 10, seed=1), rec("t.py::b", 14, seed=2), rec("t.py::c", 10, seed=3, tokens=(1, 2, 4))]
+    current = [rec("t.py::a", 10, seed=1), rec("t.py::b", 20, seed=2), rec("t.py::c", 10, seed=3, tokens=(1, 2, 4))]
     vs = [gate.check(r) for r in current]
     md = markdown.render(RunDocument(ENV, tuple(current)), vs, gate)
     head, _, collapsed = md.partition("<details>")
@@ -50,7 +50,7 @@ def test_results_document_carries_each_verdict(gate, tmp_path):
     run = RunSession(Settings(compare=True), tmp_path)
     run.environment = dict(ENV)
     run.gate = gate
-    for r in (rec("t.py::a", 10, seed=1), rec("t.py::b", 14, seed=2)):
+    for r in (rec("t.py::a", 10, seed=1), rec("t.py::b", 20, seed=2)):
         run.add(r)
         run.verdicts.append(gate.check(r))
     doc = RunDocument.loads(run.document().dumps())

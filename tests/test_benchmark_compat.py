@@ -17,6 +17,13 @@ from pytest_mmperf.history import open_store
 
 pytest_plugins = ["pytester"]
 
+
+@pytest.fixture(autouse=True)
+def _not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pytest-benchmark disables itself when PYTEST_XDIST_WORKER is set; the runs these tests
+    # start are single-process runs even when this file runs under `pytest -n`
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+
 # written the pytest-benchmark way: fixture, pedantic with setup/rounds/warmup, extra_info, group
 PB_SUITE = textwrap.dedent(
     """
