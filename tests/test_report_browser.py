@@ -74,7 +74,7 @@ def test_report_renders_offline_without_errors(tmp_path: Path) -> None:
 
 
 def _planted_regression(tmp_path: Path) -> tuple[str, str]:
-    """A history whose newest run has one benchmark twice as slow (beyond the cross-session allowance); the report with its baseline."""
+    """A history whose newest run has one benchmark twice as slow; the report with its baseline."""
     from dataclasses import replace
 
     from history_data import make_doc
