@@ -374,30 +374,6 @@ def test_policy_dests_are_options():
 
 
 # -- paired rounds (lockstep A/B) -------------------------------------------------------------------
-@given(st.integers(0, 300), st.sampled_from(SHAPES), st.integers(0, 999), st.floats(0.5, 2.0))
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_compare_paired_never_raises(n, shape, seed, factor):
-    b = sample(shape, n, seed)
-    c = b * factor
-    _ok(compare.compare_paired("b", "latency_ms", b, c, "lower", Policy(family_size=300)))
-    _ok(compare.compare_paired("b", "latency_ms", b, sample(shape, max(n - 1, 0), seed), "lower", Policy()))
-
-
-def test_paired_rounds_cancel_what_moves_both_sides():
-    rng = np.random.default_rng(3)
-    machine = np.exp(0.3 * rng.standard_normal(20))  # each pair's moment: +-30%, shared by both sides
-    base = 10 * machine * np.exp(0.01 * rng.standard_normal(20))
-    same = 10 * machine * np.exp(0.01 * rng.standard_normal(20))
-    slow = 11 * machine * np.exp(0.01 * rng.standard_normal(20))  # +10%
-    policy = Policy(family_size=50, cross_session=False)
-    assert compare.compare_paired("b", "tpot_ms", base, same, "lower", policy).category is Category.UNCHANGED
-    caught = compare.compare_paired("b", "tpot_ms", base, slow, "lower", policy)
-    assert caught.category is Category.REGRESSED and 0.08 < caught.change < 0.12
-    # unpaired, the same rounds cannot see it through the shared noise
-    assert compare.compare_samples("b", "tpot_ms", base, slow, "lower", policy).category is not Category.REGRESSED
-
-
-# -- contention -------------------------------------------------------------------------------------
 def test_absolute_timings_measured_on_an_oversubscribed_machine_are_inconclusive():
     lat = sample("normal", 12, 1)
     base = bench(lat=lat, eager=2 * lat)

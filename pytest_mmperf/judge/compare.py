@@ -36,9 +36,8 @@ Bytes are near-deterministic, often a single value: the threshold on the medians
 Instruction counts (``--mmperf-clock=instructions``) are deterministic: a noise check, then the
 threshold (:func:`compare_counts`, :mod:`pytest_mmperf.judge.deterministic`); they are primary
 where the timing they replace is, and take no place in the Bonferroni family.
-Paired rounds (base and head measured back to back, a lockstep A/B): :func:`compare_paired`, a
-one-sided Wilcoxon signed-rank test on the per-pair log ratios, so that what moves both sides of
-a pair cancels.
+Paired rounds (base and head measured back to back, ``mmperf ab`` in lockstep) are judged by
+:mod:`pytest_mmperf.ab.paired`, with process pairs as the unit of replication.
 
 **Decision** (a regression needs a significant difference AND a practical one):
 
@@ -423,96 +422,6 @@ def compare_samples(
                       f"too noisy: the CI of the change is {(hi - lo) * 100:.0f} points wide "
                       f"(limit {policy.max_ci_width * 100:.0f})", more=True)
     return result(Category.UNCHANGED, change, lo, hi, p_worse)
-
-
-def compare_paired(
-    benchmark: str,
-    metric: str,
-    baseline: Sequence[float],
-    current: Sequence[float],
-    direction: Direction | str,
-    policy: Policy,
-    *,
-    unit: str = "",
-    gated: bool = True,
-) -> MetricComparison:
-    """Judge paired rounds: ``current[i]`` and ``baseline[i]`` measured back to back (the ABBA
-    pairs of a lockstep ``mmperf ab``), so that what moves both (the machine, the process
-    pair's moment) cancels in the ratio ``current[i] / baseline[i]``.
-
-    One-sided Wilcoxon signed-rank test on the log ratios (exact without ties up to 50 pairs);
-    the change is the median ratio - 1 with its distribution-free order-statistic CI; the
-    smallest possible p of n pairs is ``2 ** -n``. Decided as :func:`compare_samples` decides,
-    at the plain threshold (an in-run ratio: no drift allowance).
-    """
-    direction = Direction(direction)
-    threshold = policy.threshold_for(metric)
-    b = np.asarray(baseline, dtype=float).ravel()
-    c = np.asarray(current, dtype=float).ravel()
-    n = int(min(b.size, c.size))
-    finite = bool(np.all(np.isfinite(b)) and np.all(np.isfinite(c)))
-    b_med = float(np.median(b)) if b.size and finite else math.nan
-    c_med = float(np.median(c)) if c.size and finite else math.nan
-
-    def result(category: Category, change: float, lo: float | None, hi: float | None,
-               p: float | None, reason: str = "", more: bool = False) -> MetricComparison:
-        return MetricComparison(benchmark, metric, IN_RUN, category, direction.value, unit, b_med, c_med,
-                                change, lo, hi, policy.confidence, p, threshold, reason, gated, more, (n, n))
-
-    if not finite:
-        return result(Category.INCONCLUSIVE, math.nan, None, None, None, "a sample is not a finite number")
-    if b.size != c.size:
-        return result(Category.INCONCLUSIVE, math.nan, None, None, None,
-                      f"{b.size} baseline rounds and {c.size} current rounds cannot be paired")
-    if n < policy.min_samples:
-        return result(Category.INCONCLUSIVE, math.nan, None, None, None,
-                      f"too few pairs: {n}; need {policy.min_samples}", more=True)
-    if not (np.all(b > 0) and np.all(c > 0)):
-        return result(Category.INCONCLUSIVE, math.nan, None, None, None,
-                      "a value is zero or negative; a ratio is undefined")
-    with np.errstate(all="ignore"):
-        ratios = c / b
-        logs = np.log(ratios)
-    if not np.all(np.isfinite(logs)):
-        return result(Category.INCONCLUSIVE, math.nan, None, None, None, "a ratio is out of range")
-    change = float(np.median(ratios)) - 1
-    lo_r, hi_r = stats.median_ci(ratios, policy.confidence)
-    lo, hi = lo_r - 1, hi_r - 1
-    worse_alt, better_alt = ("greater", "less") if direction is Direction.LOWER else ("less", "greater")
-    p_worse = _signed_rank_p(logs, worse_alt)
-    p_better = _signed_rank_p(logs, better_alt)
-    worse = change if direction is Direction.LOWER else -change
-    alpha = policy.alpha
-    if p_worse < alpha and worse > threshold:
-        return result(Category.REGRESSED, change, lo, hi, p_worse)
-    if p_better < alpha and -worse > threshold:
-        return result(Category.IMPROVED, change, lo, hi, p_worse)
-    floor = 2.0 ** -n
-    if floor >= alpha:
-        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
-                      f"{n} pairs cannot reach p < {alpha:.2g} (smallest possible p {floor:.2g}); "
-                      "measure more rounds", more=True)
-    if worse > threshold:
-        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
-                      f"worse than the {threshold:.1%} threshold but not significant "
-                      f"(p = {p_worse:.2g}, need < {alpha:.2g})", more=True)
-    if hi - lo > policy.max_ci_width:
-        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
-                      f"too noisy: the CI of the change is {(hi - lo) * 100:.0f} points wide "
-                      f"(limit {policy.max_ci_width * 100:.0f})", more=True)
-    return result(Category.UNCHANGED, change, lo, hi, p_worse)
-
-
-def _signed_rank_p(logs: np.ndarray, alternative: str) -> float:
-    """Wilcoxon signed-rank, one-sided, on paired log ratios; 1.0 where degenerate (all zero)."""
-    if not np.any(logs != 0):
-        return 1.0
-    exact = logs.size <= 50 and np.unique(np.abs(logs)).size == logs.size and np.all(logs != 0)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = float(sps.wilcoxon(logs, alternative=alternative, method="exact" if exact else "approx",
-                               zero_method="zsplit").pvalue)
-    return p if math.isfinite(p) else 1.0
 
 
 def compare_exact(
