@@ -1,24 +1,14 @@
 """The gate and the Markdown summary as plain objects (no pytest run, no torch)."""
 
-import numpy as np
 import pytest
+from gate_data import ENV, rec
 
-from pytest_mmperf.judge.drift import output_fingerprint
 from pytest_mmperf.judge.gate import Gate, GateError
 from pytest_mmperf.report.comparison import comparison_lines
 from pytest_mmperf.report.markdown import escape, render
 from pytest_mmperf.results import baselines
-from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, MetricRecord, RunDocument
+from pytest_mmperf.results.records import DocumentError, RunDocument
 from pytest_mmperf.settings import Settings
-
-ENV = {"fingerprint": "cpu-2c-1t-abc", "device": "cpu", "cpu_count": 2, "torch_threads": 1}
-
-
-def rec(bid, ms, seed=0, tokens=(1, 2, 3)):
-    samples = list(ms * (1 + 0.02 * np.random.default_rng(seed).standard_normal(12)))
-    return BenchmarkRecord(bid, "llm", "t2t", (), "tiny", "cpu", 1,
-                           {"latency_ms": MetricRecord.from_samples("latency_ms", samples)},
-                           quality={"output": output_fingerprint(tokens=list(tokens))})
 
 
 @pytest.fixture
