@@ -333,7 +333,12 @@ class _ReportCollector:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     run = config.stash.get(SESSION_KEY, None)
-    if run is None or hasattr(config, "workerinput"):
+    if run is None:
+        return
+    from pytest_mmperf.measure.lockstep import close_all
+
+    close_all()  # an `mmperf ab` worker: its last turn is over
+    if hasattr(config, "workerinput"):
         return  # an xdist worker: the controller writes the outputs
     from pytest_mmperf.session import OutputError
 

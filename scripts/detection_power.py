@@ -96,9 +96,11 @@ def env_for(checkout: Path) -> dict[str, str]:
     return env
 
 
-def pytest_cmd(select: str, rounds: int, *extra: str) -> list[str]:
+def pytest_cmd(select: str, rounds: int | None, *extra: str) -> list[str]:
+    """The gate's own command; ``rounds`` None keeps its defaults (12 rounds, adaptive reruns)."""
+    fixed = [] if rounds is None else [f"--mmperf-rounds={rounds}", f"--mmperf-max-rounds={rounds}"]
     return [sys.executable, "-m", "pytest", *shlex.split(select), "--mmperf", "--mmperf-history=off",
-            "-p", "no:cacheprovider", f"--mmperf-rounds={rounds}", f"--mmperf-max-rounds={rounds}", "-q", *extra]
+            "-p", "no:cacheprovider", *fixed, "-q", *extra]
 
 
 def plant_commit(clone: Path, base: str, name: str, memory_bytes: float) -> str:
@@ -168,7 +170,7 @@ def run_path(path: str, clone: Path, checkouts: Path, base: str, head: str, args
             base_dir = checkouts / "base"
             git(clone, "worktree", "add", "-q", "--detach", str(base_dir), base)
             try:
-                saved = sh(pytest_cmd(args.select, args.rounds, "--mmperf-save-baseline",
+                saved = sh(pytest_cmd(args.select, args.gate_rounds, "--mmperf-save-baseline",
                                       f"--mmperf-baseline-dir={where}"), base_dir, env_for(base_dir))
                 if saved.returncode != 0:
                     raise RuntimeError(f"saving the same-session baseline: exit {saved.returncode}")
@@ -176,7 +178,7 @@ def run_path(path: str, clone: Path, checkouts: Path, base: str, head: str, args
                 git(clone, "worktree", "remove", "--force", str(base_dir))
         else:
             where = earlier
-        cmd = pytest_cmd(args.select, args.rounds, "--mmperf-compare", f"--mmperf-baseline-dir={where}")
+        cmd = pytest_cmd(args.select, args.gate_rounds, "--mmperf-compare", f"--mmperf-baseline-dir={where}")
         return outcome(sh(cmd, head_dir, env_for(head_dir)))
     finally:
         git(clone, "worktree", "remove", "--force", str(head_dir))
@@ -201,8 +203,10 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=3, help="trials per plant and path (default 3)")
     ap.add_argument("--plants", default="none,slow5,slow10,slow20,mem20")
     ap.add_argument("--paths", default="ab,session,absolute")
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3, help="mmperf ab process pairs")
+    ap.add_argument("--rounds", type=int, default=6, help="mmperf ab rounds per process (default 6, as mmperf ab)")
+    ap.add_argument("--gate-rounds", type=int, default=None,
+                    help="fixed rounds for the session and absolute paths (default: the gate's own, adaptive)")
+    ap.add_argument("--repeats", type=int, default=5, help="mmperf ab process pairs (default 5, as mmperf ab)")
     ap.add_argument("--select", default=DEFAULT_SELECT, help="pytest node id or arguments (default llm eager)")
     ap.add_argument("--json", type=Path, help="write every trial's outcome here (after each trial)")
     ap.add_argument("--keep", type=Path, help="scratch folder to use and keep (default: a temporary one)")
@@ -225,7 +229,7 @@ def main() -> int:
         earlier = scratch / "baseline-earlier"
         base_dir = checkouts / "base0"
         git(clone, "worktree", "add", "-q", "--detach", str(base_dir), base)
-        first = sh(pytest_cmd(args.select, args.rounds, "--mmperf-save-baseline", f"--mmperf-baseline-dir={earlier}",
+        first = sh(pytest_cmd(args.select, args.gate_rounds, "--mmperf-save-baseline", f"--mmperf-baseline-dir={earlier}",
                               f"--mmperf-json={scratch / 'base0.json'}"), base_dir, env_for(base_dir))
         git(clone, "worktree", "remove", "--force", str(base_dir))
         if first.returncode != 0:

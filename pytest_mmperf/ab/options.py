@@ -22,8 +22,8 @@ class ABError(Exception):
 class ABOptions:
     base: str
     head: str
-    rounds: int = 10
-    repeats: int = 3  # process pairs: the replication unit of the test (paired.py)
+    rounds: int = 6  # per process: the pairs, not the rounds, carry the process noise (paired.py)
+    repeats: int = 5  # process pairs: the replication unit of the test (paired.py)
     pytest_args: tuple[str, ...] = ()
     markdown: Path | None = None
     json_dir: Path | None = None

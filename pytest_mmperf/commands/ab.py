@@ -44,20 +44,22 @@ def _positive(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
+    from pytest_mmperf.ab.options import ABOptions
+
     p = subparsers.add_parser(
         "ab",
         help="measure base and head commits in lockstep on this machine; exit 1 on a regression",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog='example: mmperf ab --base origin/main --head HEAD --repeats 3 --rounds 10 '
+        epilog='example: mmperf ab --base origin/main --head HEAD --repeats 5 --rounds 6 '
                '--pytest-args "suites --mmperf-scale=small" --markdown ab.md',
     )
     p.add_argument("--base", required=True, metavar="REF", help="the commit to compare with (e.g. origin/main)")
     p.add_argument("--head", required=True, metavar="REF", help="the commit to judge (e.g. HEAD)")
-    p.add_argument("--rounds", type=_positive, default=10, metavar="N",
-                   help="measured rounds per benchmark in each process (default 10)")
-    p.add_argument("--repeats", type=_positive, default=3, metavar="K",
+    p.add_argument("--rounds", type=_positive, default=ABOptions.rounds, metavar="N",
+                   help=f"measured rounds per benchmark in each process (default {ABOptions.rounds})")
+    p.add_argument("--repeats", type=_positive, default=ABOptions.repeats, metavar="K",
                    help="process pairs (base and head in lockstep); the replication unit of the test, "
-                        "at least 2 to judge metrics that vary (default 3)")
+                        f"at least 2 to judge metrics that vary (default {ABOptions.repeats})")
     p.add_argument("--pytest-args", action="append", default=[], metavar="ARGS",
                    help='arguments for pytest in each worktree, one shell-quoted string, e.g. '
                         '"suites --mmperf-scale=tiny -k llm"; write --pytest-args="-k llm" when it '

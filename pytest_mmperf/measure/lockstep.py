@@ -103,3 +103,9 @@ def from_environment() -> Turn:
     if path not in _TURNSTILES:
         _TURNSTILES[path] = Turnstile(path)
     return _TURNSTILES[path]
+
+
+def close_all() -> None:
+    """Give every turn of this process back for good (at session end)."""
+    for turnstile in _TURNSTILES.values():
+        turnstile.close()
