@@ -65,13 +65,11 @@ SLOW_PATCH = """        with phases.phase("tpot"):
                 pass
 """
 MEMORY_ANCHOR = """    def run(self, phases: PhaseRecorder) -> Output:
-        cache = self.cache()
+        \"\"\"Every prompt in turn; each row's tokens are its answers, concatenated.\"\"\"
 """
-MEMORY_PATCH = """    def run(self, phases: PhaseRecorder) -> Output:
-        _planted = torch.ones({elements})  # planted: memory the call allocates and touches
-        cache = self.cache()
+MEMORY_PATCH = MEMORY_ANCHOR + """        _planted = torch.ones({elements})  # planted: memory the call allocates and touches
 """
-MEMORY_RETURN = """        return Output(tokens=tokens.tolist())
+MEMORY_RETURN = """        return Output(tokens=torch.cat(answers, dim=1).tolist())
 """
 
 
