@@ -110,12 +110,14 @@ def _run_under_callgrind(config: pytest.Config) -> None:
 
     if instructions.under_callgrind():
         return
-    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
-        raise pytest.UsageError("--mmperf-clock=instructions runs in one process: drop -n (pytest-xdist)")
+    if hasattr(config, "workerinput"):
+        raise pytest.UsageError("--mmperf-clock=instructions: this xdist worker was not started under callgrind")
     try:
         instructions.exec_under_callgrind(
             config.invocation_params.args, config.invocation_params.dir,
             Path(str(config.rootpath)) / ".mmperf" / "callgrind",
+            # -n: the workers are traced too; each counts its own benchmarks
+            children=bool(getattr(config.option, "numprocesses", None)),
         )
     except (instructions.InstructionClockError, OSError) as exc:
         raise pytest.UsageError(str(exc)) from None

@@ -64,6 +64,16 @@ SLOW_PATCH = """        with phases.phase("tpot"):
             while _plant_time.thread_time() < _until:  # planted: busy work, a fraction of the step
                 pass
 """
+# opsN: N extra small tensor ops in every decode step, deterministic work for the instruction
+# clock (a busy loop on a timer is not: its length follows the clock under valgrind)
+OPS_ANCHOR = """            token = pick_greedy(logits, logit_bias)
+        out.append(token)
+"""
+OPS_PATCH = """            token = pick_greedy(logits, logit_bias)
+            for _ in range({count}):  # planted: extra small ops per decode step
+                logits = logits * 1.0
+        out.append(token)
+"""
 MEMORY_ANCHOR = """    def run(self, phases: PhaseRecorder) -> Output:
         \"\"\"Every prompt in turn; each row's tokens are its answers, concatenated.\"\"\"
 """
@@ -94,11 +104,14 @@ def env_for(checkout: Path) -> dict[str, str]:
     return env
 
 
+PYTEST_EXTRA: list[str] = []  # --pytest-extra: e.g. --mmperf-clock=instructions, for every run
+
+
 def pytest_cmd(select: str, rounds: int | None, *extra: str) -> list[str]:
     """The gate's own command; ``rounds`` None keeps its defaults (12 rounds, adaptive reruns)."""
     fixed = [] if rounds is None else [f"--mmperf-rounds={rounds}", f"--mmperf-max-rounds={rounds}"]
     return [sys.executable, "-m", "pytest", *shlex.split(select), "--mmperf", "--mmperf-history=off",
-            "-p", "no:cacheprovider", *fixed, "-q", *extra]
+            "-p", "no:cacheprovider", *fixed, "-q", *PYTEST_EXTRA, *extra]
 
 
 def plant_commit(clone: Path, base: str, name: str, memory_bytes: float) -> str:
@@ -124,13 +137,19 @@ def plant_commit(clone: Path, base: str, name: str, memory_bytes: float) -> str:
         text = text.replace(MEMORY_ANCHOR, MEMORY_PATCH.format(elements=elements))
         text = text.replace(MEMORY_RETURN, "        del _planted\n" + MEMORY_RETURN, 1)
         llm.write_text(text)
+    elif name.startswith("ops"):
+        count = int(name[3:])
+        text = decoding.read_text()
+        if OPS_ANCHOR not in text:
+            raise SystemExit("detection_power: decoding.greedy_decode changed; update OPS_ANCHOR")
+        decoding.write_text(text.replace(OPS_ANCHOR, OPS_PATCH.format(count=count)))
     elif name != "none":
-        raise SystemExit(f"detection_power: unknown plant {name!r} (none, slowN, memN)")
+        raise SystemExit(f"detection_power: unknown plant {name!r} (none, slowN, memN, opsN)")
     git(clone, "commit", "-q", "-a", "--allow-empty", "-m", f"plant {name}")
     return git(clone, "rev-parse", "HEAD")
 
 
-def memory_metric(doc: dict[str, Any]) -> tuple[str, float]:
+def memory_metric(doc: dict[str, Any], needed: bool = True) -> tuple[str, float]:
     """The benchmark's own memory figure: its gated memory metric (preferring the allocator's)."""
     (bench, *_) = doc["benchmarks"]
     metrics = bench["metrics"]
@@ -139,6 +158,8 @@ def memory_metric(doc: dict[str, Any]) -> tuple[str, float]:
     for name in ("peak_memory_bytes", "peak_rss_bytes", *sorted(gated)):
         if name in gated:
             return name, float(metrics[name]["median"])
+    if not needed:
+        return "none", 0.0
     raise SystemExit("detection_power: the benchmark has no gated memory metric")
 
 
@@ -157,7 +178,7 @@ def run_path(path: str, clone: Path, checkouts: Path, base: str, head: str, args
     if path == "ab":
         cmd = [sys.executable, "-m", "pytest_mmperf.cli", "ab", "--repo", str(clone), "--base", base,
                "--head", head, "--rounds", str(args.rounds), "--repeats", str(args.repeats),
-               f"--pytest-args={args.select}", "--json-dir", str(checkouts.parent / f"ab-{tag}")]
+               f"--pytest-args={args.select} {shlex.join(PYTEST_EXTRA)}", "--json-dir", str(checkouts.parent / f"ab-{tag}")]
         return outcome(sh(cmd, ROOT, env_for(ROOT)))
     head_dir = checkouts / "head"
     git(clone, "worktree", "add", "-q", "--detach", str(head_dir), head)
@@ -206,9 +227,12 @@ def main() -> int:
                     help="fixed rounds for the session and absolute paths (default: the gate's own, adaptive)")
     ap.add_argument("--repeats", type=int, default=5, help="mmperf ab process pairs (default 5, as mmperf ab)")
     ap.add_argument("--select", default=DEFAULT_SELECT, help="pytest node id or arguments (default llm eager)")
+    ap.add_argument("--pytest-extra", default="", metavar="ARGS",
+                    help='more pytest arguments for every run, e.g. "--mmperf-clock=instructions" (with opsN plants)')
     ap.add_argument("--json", type=Path, help="write every trial's outcome here (after each trial)")
     ap.add_argument("--keep", type=Path, help="scratch folder to use and keep (default: a temporary one)")
     args = ap.parse_args()
+    PYTEST_EXTRA[:] = shlex.split(args.pytest_extra)
     plants = args.plants.split(",")
     paths = args.paths.split(",")
 
@@ -232,7 +256,8 @@ def main() -> int:
         git(clone, "worktree", "remove", "--force", str(base_dir))
         if first.returncode != 0:
             raise SystemExit(f"detection_power: the first base run failed: {first.stdout[-500:]}")
-        metric, value = memory_metric(json.loads((scratch / "base0.json").read_text()))
+        metric, value = memory_metric(json.loads((scratch / "base0.json").read_text()),
+                                      needed=any(p.startswith("mem") for p in plants))
         print(f"base {base[:12]}; memory plant sized on {metric} = {value / 2**20:.1f} MiB", file=sys.stderr)
         heads = {p: plant_commit(clone, base, p, value) for p in plants}
         for trial in range(1, args.trials + 1):

@@ -22,7 +22,7 @@ def test_plant_anchors_are_in_the_suites() -> None:
     dp = _script()
     decoding = (ROOT / "suites/mmperf_suites/workloads/decoding.py").read_text()
     llm = (ROOT / "suites/mmperf_suites/workloads/llm.py").read_text()
-    assert dp.SLOW_ANCHOR in decoding
+    assert dp.SLOW_ANCHOR in decoding and dp.OPS_ANCHOR in decoding
     assert dp.MEMORY_ANCHOR in llm and dp.MEMORY_RETURN in llm
 
 
@@ -34,7 +34,7 @@ def test_plants_apply_and_compile(tmp_path: Path) -> None:
     for git_cfg in (["user.email", "t@example.invalid"], ["user.name", "t"]):
         subprocess.run(["git", "-C", str(clone), "config", *git_cfg], check=True)
     base = dp.git(clone, "rev-parse", "HEAD")
-    for plant, planted_file in (("slow10", "decoding.py"), ("mem20", "llm.py")):
+    for plant, planted_file in (("slow10", "decoding.py"), ("mem20", "llm.py"), ("ops4", "decoding.py")):
         sha = dp.plant_commit(clone, base, plant, memory_bytes=1 << 20)
         diff = dp.git(clone, "diff", "--stat", base, sha)
         assert planted_file in diff, (plant, diff)

@@ -102,6 +102,78 @@ def test_read_totals_refuses_a_dump_without_totals(tmp_path: Path) -> None:
         read_totals(bad)
 
 
+DUMP = """# callgrind format
+version: 1
+positions: line
+events: Ir
+summary: 1175
+
+ob=(1) /usr/lib/x86_64-linux-gnu/libc.so.6
+fl=(1) ./malloc/./malloc/malloc.c
+fn=(1) _int_malloc
+10 40
++2 60
+fn=(2) malloc
+5 20
+cfn=(1)
+calls=1 10
+* 100
+
+ob=(2) /lib/libtorch_cpu.so
+fl=(2) ???
+fn=(3) at::add
+1 1000
+cfl=(1)
+cfn=(2)
+calls=1 5
+3 120
+fl=(3) ???
+fn=(4) free
+2 15
+fn=(3)
++4 40
+"""
+
+
+def test_read_counts_leaves_glibcs_allocator_out(tmp_path: Path) -> None:
+    """Self costs sum to the dump's total (a call line's inclusive cost is not added again); the
+    allocator's share is malloc.c's functions, or known names where libc has no debug info."""
+    dump = tmp_path / "callgrind.out.1.1"
+    dump.write_text(DUMP)
+    total, allocator = instructions.read_counts(dump)
+    assert total == 1175 == read_totals(dump)
+    assert allocator == 40 + 60 + 20 + 15  # _int_malloc, malloc (not its call line), free by name
+    assert instructions.is_allocator("./malloc/./malloc/malloc.c", "whatever")
+    assert instructions.is_allocator("???", "unlink_chunk.constprop.0")
+    assert not instructions.is_allocator("/src/obmalloc.c", "_PyObject_Malloc")
+    assert not instructions.is_allocator("/src/torch.cpp", "malloc")  # someone else's malloc
+
+
+def test_the_clock_counts_without_the_allocator(tmp_path: Path) -> None:
+    prefix = tmp_path / "callgrind.out.7"
+
+    class Writer(FakeCallgrind):
+        def dump(self, label: str) -> None:
+            self.part += 1
+            Path(f"{self.prefix}.{self.part}").write_text(DUMP)
+            self.log.append("dump")
+
+    clock = CallgrindClock(Writer(prefix), str(prefix))
+    a, b = clock.mark(), clock.mark()
+    assert clock.interval(a, b).instructions == 1175 - 135
+
+
+def test_reexec_with_xdist_traces_the_workers_only(tmp_path: Path) -> None:
+    tools = {"valgrind": "/usr/bin/valgrind", "setarch": "/usr/bin/setarch"}
+    serial, _ = reexec_command(["-k", "x"], tmp_path / "o", tmp_path / "s.so", {}, which=tools.get)
+    parallel, _ = reexec_command(["-n", "2"], tmp_path / "o", tmp_path / "s.so", {}, which=tools.get,
+                                 children=True)
+    assert "--trace-children=no" in serial
+    assert "--trace-children=yes" in parallel
+    skip = next(a for a in parallel if a.startswith("--trace-children-skip="))
+    assert "*/git" in skip and "python" not in skip
+
+
 def test_reexec_command_pins_what_counts_depend_on(tmp_path: Path) -> None:
     tools = {"valgrind": "/usr/bin/valgrind", "setarch": "/usr/bin/setarch"}
     cmd, env = reexec_command(["suites", "-k", "llm", "--mmperf-clock=instructions"], tmp_path / "o",

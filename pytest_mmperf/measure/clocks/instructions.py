@@ -41,7 +41,10 @@ from pytest_mmperf.measure.clocks import Interval
 
 OUT_ENV = "MMPERF_CALLGRIND_OUT"  # set by the re-exec: the callgrind output prefix of this process
 SHIM_ENV = "MMPERF_CALLGRIND_SHIM"  # the compiled shim, so the child does not compile again
+KEEP_ENV = "MMPERF_CALLGRIND_KEEP"  # set (to 1): keep every dump for callgrind_annotate
 HASH_SEED = "0"
+# executables that pytest, torch or the fingerprint start: run natively, not under callgrind
+CHILDREN_SKIPPED = "*/git,*/cc,*/gcc,*/g++,*/c++,*/ld,*/as,*/uname,*/ldconfig,*/ldconfig.real,*/lscpu,*/nvidia-smi"
 
 SHIM_SOURCE = """\
 #include <valgrind/callgrind.h>
@@ -143,12 +146,15 @@ def reexec_command(
     python: str = sys.executable,
     which: Callable[[str], str | None] = shutil.which,
     machine: str | None = None,
+    children: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment that run the same pytest invocation under callgrind.
 
     Address randomization off (``setarch -R``), a fixed hash seed and one thread in every math
     library make the counts repeat; ``--instr-atstart=no`` keeps start-up (the torch import alone
-    takes minutes instrumented) out of the counts and fast.
+    takes minutes instrumented) out of the counts and fast. ``children``: pytest-xdist workers
+    (``-n``) are traced too, each process counting its own benchmarks; tools that pytest or torch
+    start (git, a compiler, ldconfig) are not.
     """
     valgrind = which("valgrind")
     if not valgrind:
@@ -174,8 +180,10 @@ def reexec_command(
         new_env["MMPERF_ASLR"] = "on"
     cmd += [
         valgrind, "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
-        "--compress-strings=yes", "--compress-pos=yes", "--trace-children=no", "--quiet",
-        # %p: each process (xdist is refused) writes <out>.<pid>.<part>
+        "--compress-strings=yes", "--compress-pos=yes", "--quiet",
+        *(["--trace-children=yes", f"--trace-children-skip={CHILDREN_SKIPPED}"] if children
+          else ["--trace-children=no"]),
+        # %p: each process (an xdist worker too) writes <out>.<pid>.<part>
         f"--callgrind-out-file={out_dir / 'callgrind.out'}.%p",
         python, "-m", "pytest", *args,
     ]
@@ -185,10 +193,11 @@ def reexec_command(
 _PROCESS_CLOCK: CallgrindClock | None = None
 
 
-def exec_under_callgrind(args: Sequence[str], cwd: Path, work_dir: Path) -> None:
+def exec_under_callgrind(args: Sequence[str], cwd: Path, work_dir: Path, *, children: bool = False) -> None:
     """Replace this process by the same pytest invocation under callgrind; never returns."""
     shim = build_shim(work_dir)
-    cmd, env = reexec_command(args, work_dir / f"run-{os.getpid()}", shim)
+    # a fixed-length name: the environment's size moves the stack, and with it alignment
+    cmd, env = reexec_command(args, work_dir / f"run-{os.getpid():08d}", shim, children=children)
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(cwd)
@@ -196,6 +205,85 @@ def exec_under_callgrind(args: Sequence[str], cwd: Path, work_dir: Path) -> None
 
 
 # -- the clock ----------------------------------------------------------------------------------------
+# glibc's allocator: how many instructions malloc and free execute depends on the heap's history
+# (which bin a chunk comes from, when fastbins are consolidated), and that history differs between
+# processes and between rounds of one process with strings of different lengths (paths, pids,
+# times) allocated before. Measured on the tiny LLM's prefill: 55.20-55.23M instructions over six
+# rounds of one process, the spread entirely inside malloc/malloc.c; without those functions
+# 54.808-54.812M. Their self cost is left out of every count; memset/memcpy of new tensors, torch's
+# and Python's own allocators stay in.
+ALLOCATOR_FILE = "malloc/malloc.c"
+ALLOCATOR_FUNCTIONS = frozenset({  # the same, recognized by name when libc has no debug info
+    "malloc", "free", "calloc", "realloc", "cfree", "memalign", "posix_memalign", "aligned_alloc",
+    "valloc", "pvalloc", "_int_malloc", "_int_free", "_int_realloc", "_int_memalign", "_mid_memalign",
+    "malloc_consolidate", "unlink_chunk", "sysmalloc", "systrim", "malloc_trim", "mtrim",
+    "tcache_init", "tcache_get", "tcache_put", "__libc_malloc", "__libc_free", "__libc_calloc",
+    "__libc_realloc", "__libc_memalign", "__malloc_arena_thread_freeres",
+})
+
+
+def is_allocator(file: str | None, function: str | None) -> bool:
+    """Is this function part of glibc's malloc (its self cost is not counted)?"""
+    if file and file.endswith(ALLOCATOR_FILE):
+        return True
+    if function is None or (file and file not in ("???", "")):
+        return False
+    return function.split("'", 1)[0].split(".", 1)[0] in ALLOCATOR_FUNCTIONS
+
+
+def _name(table: dict[str, str], text: str) -> str:
+    """A possibly compressed name: ``(id) name`` defines id, ``(id)`` refers to it."""
+    text = text.strip()
+    if text.startswith("(") and ")" in text:
+        key, _, rest = text[1:].partition(")")
+        rest = rest.strip()
+        if rest:
+            table[key] = rest
+        return table.get(key, "???")
+    return text
+
+
+def read_counts(path: Path) -> tuple[float, float]:
+    """One callgrind dump: (instructions in that segment, of which inside glibc's allocator).
+
+    The self cost of every function is summed from the dump's cost lines (the line after a
+    ``calls=`` line is the callee's inclusive cost, already counted in the callee's own lines);
+    the sum equals the dump's ``summary:``/``totals:`` line.
+    """
+    files: dict[str, str] = {}
+    functions: dict[str, str] = {}
+    file: str | None = None
+    total = allocator = 0
+    inside = after_call = False
+    seen_cost = False
+    with path.open("r", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            head = line[:1]
+            if head.isdigit() or head in "+-*":
+                if after_call:
+                    after_call = False
+                    continue
+                fields = line.split()
+                cost = int(fields[1]) if len(fields) > 1 else 0
+                total += cost
+                seen_cost = True
+                if inside:
+                    allocator += cost
+            elif line.startswith("fl="):
+                file = _name(files, line[3:])
+            elif line.startswith(("fi=", "fe=", "cfi=", "cfl=")):
+                _name(files, line.split("=", 1)[1])
+            elif line.startswith("fn="):
+                inside = is_allocator(file, _name(functions, line[3:]))
+            elif line.startswith("cfn="):
+                _name(functions, line[4:])
+            elif line.startswith("calls="):
+                after_call = True
+    if not seen_cost:  # an empty segment: its totals line says 0 (or the dump is broken)
+        return read_totals(path), 0.0
+    return float(total), float(allocator)
+
+
 def read_totals(path: Path) -> float:
     """The ``totals:`` (or ``summary:``) line of one callgrind dump: instructions in that segment."""
     summary: float | None = None
@@ -226,6 +314,7 @@ class CallgrindClock:
         self._on = False
         self._totals: dict[int, float] = {}
         self._clean_upto = 0  # parts up to here are deleted and forgotten
+        self._keep = bool(os.environ.get(KEEP_ENV))
 
     @classmethod
     def from_environment(cls) -> CallgrindClock:
@@ -271,8 +360,10 @@ class CallgrindClock:
             path = Path(f"{self._prefix}.{part}")
             if not path.exists():
                 raise InstructionClockError(f"{path}: callgrind wrote no dump for this mark")
-            self._totals[part] = read_totals(path)
-            path.unlink()  # a dump is ~100 kB; thousands of decode steps would fill a disk
+            total, allocator = read_counts(path)
+            self._totals[part] = total - allocator
+            if not self._keep:
+                path.unlink()  # a dump is ~100 kB; thousands of decode steps would fill a disk
         return self._totals[part]
 
     def interval(self, start: int, end: int) -> Interval:
@@ -282,5 +373,6 @@ class CallgrindClock:
     def _forget_upto(self, part: int) -> None:
         for p in range(self._clean_upto + 1, part + 1):
             self._totals.pop(p, None)
-            Path(f"{self._prefix}.{p}").unlink(missing_ok=True)
+            if not self._keep:
+                Path(f"{self._prefix}.{p}").unlink(missing_ok=True)
         self._clean_upto = max(self._clean_upto, part)
