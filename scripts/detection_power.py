@@ -222,7 +222,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=3, help="trials per plant and path (default 3)")
     ap.add_argument("--plants", default="none,slow5,slow10,slow20,mem20")
     ap.add_argument("--paths", default="ab,session,absolute")
-    ap.add_argument("--rounds", type=int, default=6, help="mmperf ab rounds per process (default 6, as mmperf ab)")
+    ap.add_argument("--rounds", type=int, default=10, help="mmperf ab rounds per process (default 10, as mmperf ab)")
     ap.add_argument("--gate-rounds", type=int, default=None,
                     help="fixed rounds for the session and absolute paths (default: the gate's own, adaptive)")
     ap.add_argument("--repeats", type=int, default=5, help="mmperf ab process pairs (default 5, as mmperf ab)")

@@ -89,6 +89,17 @@ def test_deterministic_memory_growth_of_20_percent_regresses_over_pairs():
     assert comp.category == paired.REGRESSED and math.isclose(comp.change, 0.2)
 
 
+def test_instruction_counts_are_judged_at_the_deterministic_threshold():
+    base = [468.80e6, 468.87e6, 468.86e6]  # three processes of the tiny LLM: within 0.015%
+    slower = _one(*_runs(base, [b * 1.008 for b in base], metric="latency_instructions", spread=0.0001))
+    assert slower.category == paired.REGRESSED and slower.threshold == 0.005
+    same = _one(*_runs(base, [468.85e6, 468.81e6, 468.88e6], metric="latency_instructions", spread=0.0001))
+    assert same.category == paired.UNCHANGED
+    looser = _one(*_runs(base, [b * 1.008 for b in base], metric="latency_instructions", spread=0.0001),
+                  thresholds={"latency_instructions": 0.01})
+    assert looser.category != paired.REGRESSED
+
+
 def test_the_process_noise_is_pooled_over_benchmarks():
     # two pairs only: the first benchmark alone has 1 degree of freedom; with nine unchanged
     # benchmarks of the same metric the pooled variance has 10

@@ -22,7 +22,7 @@ class ABError(Exception):
 class ABOptions:
     base: str
     head: str
-    rounds: int = 6  # per process: the pairs, not the rounds, carry the process noise (paired.py)
+    rounds: int = 10  # per process; pair r's estimate is the median of its 10 adjacent-round ratios
     repeats: int = 5  # process pairs: the replication unit of the test (paired.py)
     pytest_args: tuple[str, ...] = ()
     markdown: Path | None = None

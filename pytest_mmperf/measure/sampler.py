@@ -71,9 +71,11 @@ class RoundPlan:
     calibrate: bool = True
     max_overhead: float = 0.01  # the harness's cost of a round, as a fraction of the round
     # Shortest calibrated round: between rounds the probes (a /proc read and write, parsing)
-    # evict the caches a us-scale call runs in; over a 1 ms round refilling them costs < 1%
-    # (with 64 us rounds a 2 us matmul read +5-7% against back-to-back Timer blocks here).
-    min_round_ms: float = 1.0
+    # evict the caches the call runs in, and the round's first call refills them (with 64 us
+    # rounds a 2 us matmul read +5-7% against back-to-back Timer blocks here; with 1 ms rounds a
+    # ~2 ms matmul chain, one call a round, read +0.1..+5.1%). 5 ms rounds amortize that refill
+    # over several calls of anything shorter than 0.5 ms... 5 ms; longer calls run once a round.
+    min_round_ms: float = 5.0
 
 
 @dataclass
