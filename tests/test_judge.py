@@ -393,6 +393,25 @@ def test_absolute_timings_measured_on_an_oversubscribed_machine_are_inconclusive
     assert compare.compare_benchmarks(base, busy, Policy(cross_session=False)).category is Category.REGRESSED
 
 
+def test_a_benchmark_whose_thread_waited_for_a_cpu_is_inconclusive_across_sessions():
+    """The 1-minute load average lags a job that started seconds ago (seen: +61% latency with
+    the load still at 1.0); the benchmark's own rounds show the wait at once."""
+    lat = sample("normal", 12, 1)
+    base = bench(lat=lat, eager=2 * lat)
+    slow = bench(lat=1.9 * lat, eager=3.8 * lat)
+    starved = replace(slow, params={compare.LOAD_KEY: 0.9},
+                      metrics={**slow.metrics, "cpu_wall_ratio": MetricRecord.from_samples(
+                          "cpu_wall_ratio", [0.6, 0.7, 0.65, 0.95])})
+    by = {m.metric: m for m in compare.compare_benchmarks(base, starved, Policy()).metrics}
+    assert by["latency_ms"].category is Category.INCONCLUSIVE
+    assert "the thread had a CPU 68% of the wall time now" in by["latency_ms"].reason
+    fed = replace(starved, metrics={**slow.metrics, "cpu_wall_ratio": MetricRecord.from_samples(
+        "cpu_wall_ratio", [0.99, 0.97, 0.98])})
+    assert compare.compare_benchmarks(base, fed, Policy()).category is Category.REGRESSED
+    on_gpu = replace(starved, device="cuda")  # a host thread waiting on the GPU is not contention
+    assert compare.compare_benchmarks(replace(base, device="cuda"), on_gpu, Policy()).category is Category.REGRESSED
+
+
 def test_the_session_stamps_the_load_on_each_record(tmp_path):
     from pytest_mmperf.session import RunSession
 

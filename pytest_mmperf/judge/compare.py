@@ -93,6 +93,7 @@ import numpy as np
 from scipy import stats as sps
 
 from pytest_mmperf.judge import deterministic
+from pytest_mmperf.measure.contention import CONTENDED_BELOW, RATIO
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import (
     EAGER_LATENCY,
@@ -583,14 +584,29 @@ def _load(rec: BenchmarkRecord) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _cpu_share(rec: BenchmarkRecord) -> float | None:
+    """Median over the benchmark's rounds of its thread's CPU time / wall time (CPU runs only)."""
+    metric = rec.metrics.get(RATIO)
+    if rec.device != "cpu" or metric is None or not metric.samples:
+        return None
+    value = float(np.median(metric.samples))
+    return value if math.isfinite(value) else None
+
+
 def _contention(base: BenchmarkRecord, cur: BenchmarkRecord) -> str:
-    """Why an absolute cross-session comparison cannot be trusted ("" when it can)."""
+    """Why an absolute cross-session comparison cannot be trusted ("" when it can): the load per
+    CPU above 1 on either side, or the benchmark's own thread off a CPU in most of its rounds
+    (the 1-minute load average lags a job that started seconds ago; the rounds do not)."""
     lb, lc = _load(base), _load(cur)
-    parts = [f"{what} {v:.1f}" for what, v in (("now", lc), ("at the baseline", lb))
+    parts = [f"load per CPU {what} {v:.1f} > {CONTENDED_LOAD_PER_CPU:g}"
+             for what, v in (("now", lc), ("at the baseline", lb))
              if v is not None and v > CONTENDED_LOAD_PER_CPU]
+    parts += [f"the thread had a CPU {v:.0%} of the wall time {what} (< {CONTENDED_BELOW:.0%})"
+              for what, v in (("now", _cpu_share(cur)), ("at the baseline", _cpu_share(base)))
+              if v is not None and v < CONTENDED_BELOW]
     if not parts:
         return ""
-    return f"the machine was oversubscribed (load per CPU {', '.join(parts)} > {CONTENDED_LOAD_PER_CPU:g})"
+    return f"the machine was oversubscribed ({'; '.join(parts)})"
 
 
 def compare_benchmarks(
