@@ -10,6 +10,8 @@ path measures real code that differs only by the plant):
 * ``slowF`` (e.g. ``slow10``): busy work in every decode step of the decoder workloads,
   F% of that step's own CPU time (``time.thread_time``, so contention stretches the plant as it
   stretches the step), inside the ``tpot`` phase of ``decoding.greedy_decode``;
+* ``opsN`` (e.g. ``ops4``): N extra small tensor ops (``logits * 1.0``) in every decode step:
+  deterministic work for the instruction clock, about +1% of a tiny decode step with N = 4;
 * ``memF`` (e.g. ``mem20``): each measured call of the llm workload allocates and touches F% of the
   benchmark's own memory figure (its gated memory metric as measured on base first) and frees it
   at the end of the call.
@@ -28,10 +30,17 @@ interrupted run keeps what it measured. A smoke run:
 
     python scripts/detection_power.py --trials 1 --plants none,slow10 --paths ab --rounds 5 --repeats 2
 
-The run behind docs/ab.md's table (llm eager only, tiny):
+The runs behind docs/ab.md's table (llm eager only, tiny, quiet machine, mmperf ab's defaults):
 
-    python scripts/detection_power.py --trials 3 --plants none,slow10,mem20 --paths ab,session,absolute \\
-        --rounds 10 --repeats 3 --json detection.json
+    python scripts/detection_power.py --trials 5 --plants none,slow10,slow5 --paths ab --json abA.json
+    python scripts/detection_power.py --trials 5 --plants none,slow10 --paths ab --json abB.json
+    python scripts/detection_power.py --trials 10 --plants mem20 --paths ab --json abM.json
+
+The instruction clock (docs/instructions.md), with deterministic plants (``opsN``: N extra small
+tensor ops in every decode step) against a baseline base saved once:
+
+    python scripts/detection_power.py --trials 5 --plants none,ops4 --paths absolute \
+        --pytest-extra=--mmperf-clock=instructions --json instr.json
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ def test_cuda_clock_records_device_and_host_time_apart():
     host = FakeCounter()
     cuda = FakeCuda()
     clock = CudaEventClock(cuda, host)
-    sampler = Sampler(clock, [CudaAllocatorProbe(cuda)], RoundPlan(warmup=0, rounds=3, max_rounds=3))
+    # min_round_ms=1: one 2 ms call a round (calibration is tested elsewhere)
+    sampler = Sampler(clock, [CudaAllocatorProbe(cuda)], RoundPlan(warmup=0, rounds=3, max_rounds=3, min_round_ms=1.0))
 
     def step():
         with sampler.phases.phase("decode"):
@@ -179,7 +180,8 @@ def test_cuda_marks_come_from_a_pool_reused_across_rounds():
     cuda = FakeCuda()
     clock = CudaEventClock(cuda, host, pool_size=4)
     assert cuda.events_created == 4
-    sampler = Sampler(clock, [], RoundPlan(warmup=1, rounds=5, max_rounds=5))
+    # min_round_ms=1: one 4 ms call a round (calibration is tested elsewhere)
+    sampler = Sampler(clock, [], RoundPlan(warmup=1, rounds=5, max_rounds=5, min_round_ms=1.0))
 
     def decode():
         for _ in range(40):  # 80 marks per round: more than the first pool holds

@@ -2,7 +2,8 @@
 
 Counts from the instruction clock (``*_instructions``) are deterministic for a given program,
 input and environment fingerprint: the same benchmark in two processes gives the same count per
-round to within a few hundredths of a percent (docs/instructions.md has the measured figures).
+round to within a few hundredths of a percent once glibc's allocator is left out
+(docs/instructions.md has the measured figures).
 A statistical test has nothing to do there; what can go wrong is a benchmark that is not
 deterministic after all (a data-dependent path, a cache filled in one round and not the next).
 So:
@@ -22,11 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 SUFFIX = "_instructions"
-# Measured on the tiny LLM (docs/instructions.md): two unchanged processes differed by 0.12%
-# (latency and per-step counts; TTFT bit-identical), one extra small op per decoder layer added
-# 0.81% (latency) and 0.98% (TPOT). 0.5% sits four times above the first and below the second.
+# Measured on the tiny LLM (docs/instructions.md), glibc's allocator left out of the counts: two
+# unchanged processes differed by up to 0.08% (latency 0.06%, TPOT 0.08%, TTFT 0.01%); four extra
+# small ops per decode step add about 1% to TPOT, one per decoder layer 0.8-1.0%. 0.5% sits six
+# times above the first and below the second.
 DEFAULT_THRESHOLD = 0.005
-# The rounds of one process agreed within 0.01-0.11% after the discarded warm rounds.
+# The rounds of one process agreed within 0.02-0.03% (0.01-0.11% with the allocator counted).
 TOLERANCE = 0.003
 MIN_ROUNDS = 2
 

@@ -12,8 +12,9 @@ How a region is counted:
   valgrind's uninstrumented speed);
 * every mark is a callgrind *dump* (``CALLGRIND_DUMP_STATS_AT``): callgrind writes the counts of
   the segment since the previous dump to ``<out>.<part>`` and starts the next segment at zero;
-* the count between two marks ``a`` and ``b`` is the sum of the ``totals:`` of parts
-  ``a+1 .. b``: the work between them, on all threads;
+* the count between two marks ``a`` and ``b`` is the sum over parts ``a+1 .. b`` of each part's
+  self costs, less those of glibc's allocator (:func:`read_counts`): the work between them, on
+  all threads;
 * :meth:`synchronize` (called by the sampler before and after each round) switches
   instrumentation off, so bookkeeping between rounds is not slowed down by instrumentation.
 
