@@ -86,7 +86,7 @@ OPS_PATCH = """            token = pick_greedy(logits, logit_bias)
 MEMORY_ANCHOR = """    def run(self, phases: PhaseRecorder) -> Output:
         \"\"\"Every prompt in turn; each row's tokens are its answers, concatenated.\"\"\"
 """
-MEMORY_PATCH = MEMORY_ANCHOR + """        _planted = torch.ones({elements})  # planted: memory the call allocates and touches
+MEMORY_PATCH = MEMORY_ANCHOR + """        _planted = torch.ones({elements})  # planted: memory per call
 """
 MEMORY_RETURN = """        return Output(tokens=torch.cat(answers, dim=1).tolist())
 """
@@ -187,7 +187,8 @@ def run_path(path: str, clone: Path, checkouts: Path, base: str, head: str, args
     if path == "ab":
         cmd = [sys.executable, "-m", "pytest_mmperf.cli", "ab", "--repo", str(clone), "--base", base,
                "--head", head, "--rounds", str(args.rounds), "--repeats", str(args.repeats),
-               f"--pytest-args={args.select} {shlex.join(PYTEST_EXTRA)}", "--json-dir", str(checkouts.parent / f"ab-{tag}")]
+               f"--pytest-args={args.select} {shlex.join(PYTEST_EXTRA)}",
+               "--json-dir", str(checkouts.parent / f"ab-{tag}")]
         return outcome(sh(cmd, ROOT, env_for(ROOT)))
     head_dir = checkouts / "head"
     git(clone, "worktree", "add", "-q", "--detach", str(head_dir), head)
@@ -260,7 +261,8 @@ def main() -> int:
         earlier = scratch / "baseline-earlier"
         base_dir = checkouts / "base0"
         git(clone, "worktree", "add", "-q", "--detach", str(base_dir), base)
-        first = sh(pytest_cmd(args.select, args.gate_rounds, "--mmperf-save-baseline", f"--mmperf-baseline-dir={earlier}",
+        first = sh(pytest_cmd(args.select, args.gate_rounds, "--mmperf-save-baseline",
+                              f"--mmperf-baseline-dir={earlier}",
                               f"--mmperf-json={scratch / 'base0.json'}"), base_dir, env_for(base_dir))
         git(clone, "worktree", "remove", "--force", str(base_dir))
         if first.returncode != 0:
