@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
         "ab",
         help="measure base and head commits in lockstep on this machine; exit 1 on a regression",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog='example: mmperf ab --base origin/main --head HEAD --repeats 5 --rounds 6 '
+        epilog='example: mmperf ab --base origin/main --head HEAD --repeats 5 --rounds 10 '
                '--pytest-args "suites --mmperf-scale=small" --markdown ab.md',
     )
     p.add_argument("--base", required=True, metavar="REF", help="the commit to compare with (e.g. origin/main)")

@@ -74,7 +74,7 @@ class RoundPlan:
     # evict the caches the call runs in, and the round's first call refills them (with 64 us
     # rounds a 2 us matmul read +5-7% against back-to-back Timer blocks here; with 1 ms rounds a
     # ~2 ms matmul chain, one call a round, read +0.1..+5.1%). 5 ms rounds amortize that refill
-    # over several calls of anything shorter than 0.5 ms... 5 ms; longer calls run once a round.
+    # over two or more calls of anything shorter than 2.5 ms; a call of 5 ms or more runs once.
     min_round_ms: float = 5.0
 
 
