@@ -31,7 +31,7 @@ from pytest_mmperf.measure.sampler import PHASE_COST, ArmSamples, PhaseLog, Roun
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
-from pytest_mmperf.settings import INSTRUCTION_DISCARD, Settings
+from pytest_mmperf.settings import Settings
 
 if TYPE_CHECKING:
     from pytest_mmperf.session import RunSession
@@ -169,7 +169,6 @@ class Mmperf:
                 rounds=self.settings.rounds,
                 max_rounds=self.settings.max_rounds,
                 max_time_s=self.settings.max_time,
-                discard=INSTRUCTION_DISCARD if instructions else 0,
                 calibrate=not instructions,  # a count has no timer overhead to amortize
             )
         observers = [self._observers.get(p) for p in prefixes]

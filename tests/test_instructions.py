@@ -183,7 +183,12 @@ def test_reexec_command_pins_what_counts_depend_on(tmp_path: Path) -> None:
     assert "--tool=callgrind" in cmd and "--instr-atstart=no" in cmd
     assert cmd[-7:] == ["/py", "-m", "pytest", "suites", "-k", "llm", "--mmperf-clock=instructions"]
     assert env["PYTHONHASHSEED"] == "0" and env["OMP_NUM_THREADS"] == "1" and env["MMPERF_ASLR"] == "off"
+    assert env["MKL_ENABLE_INSTRUCTIONS"] == "SSE4_2"  # MKL's AVX2 kernels run ~160x slower under valgrind
     assert instructions.under_callgrind(env)
+    # a cap the user set is kept (and lands in the fingerprint as blas_isa)
+    _, env = reexec_command([], tmp_path / "o", tmp_path / "shim.so", {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+                            which=tools.get, machine="x86_64")
+    assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
 
 
 def test_reexec_without_valgrind_is_one_line_with_the_fix(tmp_path: Path) -> None:
@@ -204,6 +209,9 @@ def test_fingerprint_separates_clocks() -> None:
     instr = env | {"clock": "instructions", "valgrind_version": "valgrind-3.19.0", "aslr": "off"}
     assert fingerprint(instr).startswith("cpu-2c-1t-instr-")
     assert fingerprint(env) != fingerprint(instr)
+    # MKL's ISA cap changes what a GEMM counts; a time-clock fingerprint (no cap) is what it was
+    assert fingerprint(instr | {"blas_isa": "SSE4_2"}) != fingerprint(instr | {"blas_isa": "native"})
+    assert fingerprint(env | {"blas_isa": None}) == fingerprint(env)
 
 
 # -- judging ------------------------------------------------------------------------------------------
@@ -289,3 +297,12 @@ def test_one_command_counts_repeat_and_a_planted_layer_is_caught(tmp_path: Path)
     assert planted.returncode == 1, planted.stdout[-2000:]
     # the first regressed count named: the call's or, judged per round, the planted step's
     assert "_instructions" in planted.stdout and "regressed" in planted.stdout
+
+
+def test_summary_shows_counts_in_millions() -> None:
+    from pytest_mmperf.report.summary import table
+
+    lines = table([_rec([875_741_000.0, 875_745_000.0])])
+    assert "latency_instructions" in lines[1]
+    assert "875.743M instructions [875.741M..875.745M]" in lines[3]
+    assert "latency_ms" not in lines[1]  # a column no benchmark has is dropped

@@ -163,14 +163,15 @@ def git_commit(cwd: Path) -> tuple[str | None, str | None]:
 
 def clock_facts(clock: str) -> dict[str, Any]:
     """What a measurement's numbers depend on besides the machine: the clock and, for instruction
-    counts, the counting tool's version, address randomization and the hash seed."""
+    counts, the counting tool's version, address randomization, the hash seed and MKL's ISA cap."""
     facts: dict[str, Any] = {"clock": clock}
     if clock == "instructions":
-        from pytest_mmperf.measure.clocks.instructions import valgrind_version
+        from pytest_mmperf.measure.clocks import instructions
 
-        facts["valgrind_version"] = valgrind_version()
+        facts["valgrind_version"] = instructions.valgrind_version()
         facts["aslr"] = os.environ.get("MMPERF_ASLR", "on")
         facts["python_hash_seed"] = os.environ.get("PYTHONHASHSEED")
+        facts["blas_isa"] = os.environ.get(instructions.BLAS_ISA_ENV) or "native"
     return facts
 
 

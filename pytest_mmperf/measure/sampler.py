@@ -61,10 +61,6 @@ class RoundPlan:
     # calls per timed round set by the user (pytest-benchmark's ``pedantic(iterations=)``): when
     # above 1 it replaces the calibrated count; every per-round time is divided by it
     iterations: int = 1
-    # Rounds run exactly like measured ones after the warm-up, then thrown away: they warm the
-    # harness's own code (phase marks, clock reads), which warm-up calls do not run. The
-    # instruction clock counts that code, and Python specializes it over its first executions.
-    discard: int = 0
     # Wall-clock clocks: repeat short calls within a round, time the harness's own costs and mark
     # phases in warm-up (sizing the CUDA event pool). Off under the instruction clock: a count has
     # no timer overhead to amortize, and warm-up there stays uncounted and unmarked.
@@ -204,10 +200,6 @@ class Sampler:
             self.overhead_ns = min(self._time(_noop, 1) for _ in range(CALIBRATION_TRIES))
             for arm, acc in zip(arms, out):
                 acc.iterations = self._calibrate(arm, acc)
-        for _ in range(self.plan.discard):
-            for arm, acc in zip(arms, out):
-                acc.result = None
-                self._round(arm, ArmSamples(iterations=acc.iterations), -1)
         turn = lockstep.from_environment()  # a no-op unless ``mmperf ab`` runs this process in lockstep
         started = self.clock.now_ns()
         n = 0

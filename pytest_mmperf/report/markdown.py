@@ -16,10 +16,10 @@ from pytest_mmperf.judge.checks import format_value
 from pytest_mmperf.judge.gate import Gate
 from pytest_mmperf.judge.verdict import Verdict
 from pytest_mmperf.report.comparison import detail_text
+from pytest_mmperf.report.summary import KEY_METRICS
 from pytest_mmperf.results.records import RunDocument
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what can start emphasis, code, links, HTML, cells
-KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "weight_bytes")
 ICONS = {"regressed": "🔴", "drift": "🟠", "improved": "🟢", "inconclusive": "🟡", "unchanged": "⚪"}
 
 

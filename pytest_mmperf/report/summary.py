@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from pytest_mmperf.judge.checks import format_value
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord
 
-KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "peak_memory_bytes", "weight_bytes")
+# the instruction clock's counts stand in for the times (a run has one clock; the table drops the
+# columns no benchmark has)
+KEY_METRICS = ("latency_ms", "ttft_ms", "tpot_ms", "latency_instructions", "ttft_instructions", "tpot_instructions",
+               "tokens_per_s", "peak_memory_bytes", "weight_bytes")
 CONTENDED = "contended_rounds_count"  # rounds whose thread was off a CPU (measure.contention)
 
 
@@ -24,10 +27,12 @@ def _cell(m: MetricRecord | None) -> str:
         return "-"
     if m.n == 1 or m.ci_low == m.ci_high:
         return format_value(m.median, m.unit)
-    return f"{format_value(m.median, m.unit)} [{_short(m.ci_low)}..{_short(m.ci_high)}]"
+    return f"{format_value(m.median, m.unit)} [{_short(m.ci_low, m.unit)}..{_short(m.ci_high, m.unit)}]"
 
 
-def _short(v: float) -> str:
+def _short(v: float, unit: str = "") -> str:
+    if unit == "instructions" and abs(v) >= 1e6:
+        return f"{v / 1e6:.6g}M"
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 

@@ -35,10 +35,11 @@ COMPARABLE_KEYS: tuple[str, ...] = (
     "valgrind_version",
     "aslr",
     "python_hash_seed",
+    "blas_isa",  # MKL's ISA cap under the instruction clock (measure.clocks.instructions.BLAS_ISA)
 )
 # Keys added to COMPARABLE_KEYS after fingerprints were first stored: hashed only when set, so
 # the fingerprints of environments without them (every CPU run) stay what they were.
-HASHED_WHEN_SET: frozenset[str] = frozenset({"gpu_persistence_mode"})
+HASHED_WHEN_SET: frozenset[str] = frozenset({"gpu_persistence_mode", "blas_isa"})
 
 
 def fingerprint(env: Mapping[str, Any]) -> str:
