@@ -109,6 +109,8 @@ def _run_under_callgrind(config: pytest.Config) -> None:
     from pytest_mmperf.measure.clocks import instructions
 
     if instructions.under_callgrind():
+        if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+            instructions.stop_children_on_termination()  # the traced workers end with the controller
         return
     if hasattr(config, "workerinput"):
         raise pytest.UsageError("--mmperf-clock=instructions: this xdist worker was not started under callgrind")

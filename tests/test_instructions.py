@@ -306,3 +306,44 @@ def test_summary_shows_counts_in_millions() -> None:
     assert "latency_instructions" in lines[1]
     assert "875.743M instructions [875.741M..875.745M]" in lines[3]
     assert "latency_ms" not in lines[1]  # a column no benchmark has is dropped
+
+
+def test_child_pids_reads_the_parent_field(tmp_path: Path) -> None:
+    for pid, stat in {"10": "10 (python) S 1 10", "11": "11 (a) b) (c) R 10 10", "12": "12 (w) S 10 10",
+                      "13": "13 (other) S 99 13"}.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "stat").write_text(stat + " 0 0\n")
+    assert instructions.child_pids(10, tmp_path) == [11, 12]
+    assert instructions.child_pids(12, tmp_path) == []
+
+
+def test_terminating_the_controller_terminates_its_workers(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import subprocess, sys, time\n"
+        "from pytest_mmperf.measure.clocks import instructions\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "instructions.stop_children_on_termination()\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    def gone(pid: int) -> bool:  # ended: no such process, or a zombie waiting for init
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            return stat.read_text().rpartition(")")[2].split()[0] == "Z"
+        except OSError:
+            return True
+
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == -signal.SIGTERM  # it ends by the signal, as before
+    deadline = time.monotonic() + 30
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(child)

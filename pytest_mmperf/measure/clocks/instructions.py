@@ -27,6 +27,7 @@ Outside valgrind the requests are no-ops.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -144,6 +145,37 @@ def valgrind_version(which: Callable[[str], str | None] = shutil.which) -> str |
 def under_callgrind(env: Mapping[str, str] | None = None) -> bool:
     """Is this process the re-executed one (started by :func:`reexec_command`)?"""
     return bool((os.environ if env is None else env).get(OUT_ENV))
+
+
+def child_pids(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The direct children of ``pid``, from Linux's ``/proc/<pid>/stat`` (field 4 is the parent)."""
+    children = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        fields = text.rpartition(")")[2].split()  # after "pid (comm)": comm may hold ") "
+        if len(fields) > 1 and fields[1] == str(pid):
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def stop_children_on_termination() -> None:
+    """In the controller of traced pytest-xdist workers: on SIGTERM or SIGHUP, terminate the
+    workers too, then end by the same signal. Without it, killing the controller left its
+    valgrind'd workers running their queued benchmarks for minutes."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        for child in child_pids(os.getpid()):
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                os.kill(child, signal.SIGTERM)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 def reexec_command(
