@@ -183,12 +183,16 @@ def test_reexec_command_pins_what_counts_depend_on(tmp_path: Path) -> None:
     assert "--tool=callgrind" in cmd and "--instr-atstart=no" in cmd
     assert cmd[-7:] == ["/py", "-m", "pytest", "suites", "-k", "llm", "--mmperf-clock=instructions"]
     assert env["PYTHONHASHSEED"] == "0" and env["OMP_NUM_THREADS"] == "1" and env["MMPERF_ASLR"] == "off"
-    assert env["MKL_ENABLE_INSTRUCTIONS"] == "SSE4_2"  # MKL's AVX2 kernels run ~160x slower under valgrind
+    # what valgrind runs fast (MKL's SSE4.2 kernels) or at all (no AVX-512 in inductor's kernels)
+    assert instructions.isa_caps(env) == ("MKL_ENABLE_INSTRUCTIONS=SSE4_2 ATEN_CPU_CAPABILITY=avx2 "
+                                          "TORCHINDUCTOR_CPP_MARCH=x86-64-v3")
     assert instructions.under_callgrind(env)
-    # a cap the user set is kept (and lands in the fingerprint as blas_isa)
+    # a cap the user set is kept (and lands in the fingerprint as isa_caps); other machines get none
     _, env = reexec_command([], tmp_path / "o", tmp_path / "shim.so", {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
                             which=tools.get, machine="x86_64")
-    assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2" and env["ATEN_CPU_CAPABILITY"] == "avx2"
+    _, env = reexec_command([], tmp_path / "o", tmp_path / "shim.so", {}, which=tools.get, machine="aarch64")
+    assert instructions.isa_caps(env) == "MKL_ENABLE_INSTRUCTIONS= ATEN_CPU_CAPABILITY= TORCHINDUCTOR_CPP_MARCH="
 
 
 def test_reexec_without_valgrind_is_one_line_with_the_fix(tmp_path: Path) -> None:
@@ -209,9 +213,10 @@ def test_fingerprint_separates_clocks() -> None:
     instr = env | {"clock": "instructions", "valgrind_version": "valgrind-3.19.0", "aslr": "off"}
     assert fingerprint(instr).startswith("cpu-2c-1t-instr-")
     assert fingerprint(env) != fingerprint(instr)
-    # MKL's ISA cap changes what a GEMM counts; a time-clock fingerprint (no cap) is what it was
-    assert fingerprint(instr | {"blas_isa": "SSE4_2"}) != fingerprint(instr | {"blas_isa": "native"})
-    assert fingerprint(env | {"blas_isa": None}) == fingerprint(env)
+    # the ISA caps change what a GEMM counts; a time-clock fingerprint (no caps) is what it was
+    caps = instructions.isa_caps({"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"})
+    assert fingerprint(instr | {"isa_caps": caps}) != fingerprint(instr | {"isa_caps": instructions.isa_caps({})})
+    assert fingerprint(env | {"isa_caps": None}) == fingerprint(env)
 
 
 # -- judging ------------------------------------------------------------------------------------------
@@ -347,3 +352,16 @@ def test_terminating_the_controller_terminates_its_workers(tmp_path: Path) -> No
     while not gone(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(child)
+
+
+def test_instruction_clock_skips_only_gpu_levers() -> None:
+    from types import SimpleNamespace
+
+    from mmperf_suites.harness import _skip_for_clock
+
+    counted = SimpleNamespace(clock="instructions")
+    for levers in (("compiled",), ("stack",), ("sdpa", "int8_weight_only")):
+        _skip_for_clock(levers, counted)  # compile levers run under callgrind (ISA-capped inductor)
+    with pytest.raises(pytest.skip.Exception, match="CUDA graphs run on a GPU"):
+        _skip_for_clock(("static_cache", "cuda_graphs"), counted)
+    _skip_for_clock(("cuda_graphs",), SimpleNamespace(clock="time"))  # the time clock skips nothing here

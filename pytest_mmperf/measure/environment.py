@@ -163,7 +163,7 @@ def git_commit(cwd: Path) -> tuple[str | None, str | None]:
 
 def clock_facts(clock: str) -> dict[str, Any]:
     """What a measurement's numbers depend on besides the machine: the clock and, for instruction
-    counts, the counting tool's version, address randomization, the hash seed and MKL's ISA cap."""
+    counts, the counting tool's version, address randomization, the hash seed and the instruction-set caps."""
     facts: dict[str, Any] = {"clock": clock}
     if clock == "instructions":
         from pytest_mmperf.measure.clocks import instructions
@@ -171,7 +171,7 @@ def clock_facts(clock: str) -> dict[str, Any]:
         facts["valgrind_version"] = instructions.valgrind_version()
         facts["aslr"] = os.environ.get("MMPERF_ASLR", "on")
         facts["python_hash_seed"] = os.environ.get("PYTHONHASHSEED")
-        facts["blas_isa"] = os.environ.get(instructions.BLAS_ISA_ENV) or "native"
+        facts["isa_caps"] = instructions.isa_caps()
     return facts
 
 

@@ -35,11 +35,11 @@ COMPARABLE_KEYS: tuple[str, ...] = (
     "valgrind_version",
     "aslr",
     "python_hash_seed",
-    "blas_isa",  # MKL's ISA cap under the instruction clock (measure.clocks.instructions.BLAS_ISA)
+    "isa_caps",  # instruction sets capped under the instruction clock (measure.clocks.instructions.ISA_CAPS)
 )
 # Keys added to COMPARABLE_KEYS after fingerprints were first stored: hashed only when set, so
 # the fingerprints of environments without them (every CPU run) stay what they were.
-HASHED_WHEN_SET: frozenset[str] = frozenset({"gpu_persistence_mode", "blas_isa"})
+HASHED_WHEN_SET: frozenset[str] = frozenset({"gpu_persistence_mode", "isa_caps"})
 
 
 def fingerprint(env: Mapping[str, Any]) -> str:

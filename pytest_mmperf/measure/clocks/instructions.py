@@ -45,14 +45,29 @@ OUT_ENV = "MMPERF_CALLGRIND_OUT"  # set by the re-exec: the callgrind output pre
 SHIM_ENV = "MMPERF_CALLGRIND_SHIM"  # the compiled shim, so the child does not compile again
 KEEP_ENV = "MMPERF_CALLGRIND_KEEP"  # set (to 1): keep every dump for callgrind_annotate
 HASH_SEED = "0"
-# MKL's kernels for ISAs beyond SSE4.2 run pathologically slowly under valgrind: a 160x256 @
-# 256x768 float32 matmul took 1.5 s under valgrind (0.63 ms natively) with MKL's AVX2 path and
-# 9.4 ms with its SSE4.2 path; a batch-4 decode-shaped one 37.7 ms against 0.17 ms. So the re-exec
-# caps MKL at SSE4.2 (unless MKL_ENABLE_INSTRUCTIONS is already set): GEMM counts are those of
-# MKL's SSE4.2 kernels, more instructions than a native run executes, the same in every run. The
-# cap is in the environment fingerprint (``blas_isa``).
-BLAS_ISA_ENV = "MKL_ENABLE_INSTRUCTIONS"
-BLAS_ISA = "SSE4_2"
+# Instruction sets capped in the re-exec on x86-64 (unless already set), so that valgrind runs the
+# code at a bearable speed, or at all; each cap is in the environment fingerprint (``isa_caps``):
+# * MKL: its kernels beyond SSE4.2 run pathologically slowly under valgrind. A 160x256 @ 256x768
+#   float32 matmul took 0.63 ms natively, 1.5 s under valgrind with MKL's default (AVX2) path and
+#   9.4 ms with its SSE4.2 path (a batch-4 decode-shaped one: 0.04 ms, 37.7 ms, 0.17 ms). GEMM
+#   counts are those of MKL's SSE4.2 kernels: more instructions than a native run, the same in
+#   every run.
+# * inductor (the compile levers): its C++ kernels are compiled natively (the compiler is not
+#   traced) with -march=native and vectorized for the best ISA torch reports, AVX-512 here, which
+#   valgrind does not emulate: the first compiled call died with SIGILL. x86-64-v3 (AVX2, FMA) and
+#   ATen's AVX2 capability are what valgrind runs; ATen's own kernels already see AVX2 there.
+ISA_CAPS = {
+    "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",
+}
+X86_64 = ("x86_64", "AMD64")
+
+
+def isa_caps(env: Mapping[str, str] | None = None) -> str:
+    """The caps in force, for the fingerprint: ``MKL_ENABLE_INSTRUCTIONS=SSE4_2 ...`` ("" where unset)."""
+    env = os.environ if env is None else env
+    return " ".join(f"{name}={env.get(name, '')}" for name in ISA_CAPS)
 # executables that pytest, torch or the fingerprint start: run natively, not under callgrind
 CHILDREN_SKIPPED = "*/git,*/cc,*/gcc,*/g++,*/c++,*/ld,*/as,*/uname,*/ldconfig,*/ldconfig.real,*/lscpu,*/nvidia-smi"
 
@@ -192,7 +207,7 @@ def reexec_command(
     """The command and environment that run the same pytest invocation under callgrind.
 
     Address randomization off (``setarch -R``), a fixed hash seed and one thread in every math
-    library make the counts repeat; MKL capped at SSE4.2 (:data:`BLAS_ISA`) makes them affordable;
+    library make the counts repeat; instruction sets capped (:data:`ISA_CAPS`) make them affordable;
     ``--instr-atstart=no`` keeps start-up (the torch import alone takes minutes instrumented) out
     of the counts and fast. ``children``: pytest-xdist workers
     (``-n``) are traced too, each process counting its own benchmarks; tools that pytest or torch
@@ -205,7 +220,9 @@ def reexec_command(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     new_env = dict(os.environ if env is None else env)
-    new_env.setdefault(BLAS_ISA_ENV, BLAS_ISA)
+    if (machine or platform.machine()) in X86_64:
+        for name, value in ISA_CAPS.items():
+            new_env.setdefault(name, value)
     new_env.update({
         OUT_ENV: str(out_dir / "callgrind.out"),
         SHIM_ENV: str(shim),
