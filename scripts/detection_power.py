@@ -39,7 +39,7 @@ The runs behind docs/ab.md's table (llm eager only, tiny, quiet machine, mmperf 
 The instruction clock (docs/instructions.md), with deterministic plants (``opsN``: N extra small
 tensor ops in every decode step) against a baseline base saved once:
 
-    python scripts/detection_power.py --trials 5 --plants none,ops4 --paths absolute \
+    python scripts/detection_power.py --trials 10 --plants none,ops4 --paths absolute \
         --pytest-extra=--mmperf-clock=instructions --json instr.json
 """
 

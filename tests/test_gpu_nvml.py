@@ -221,14 +221,16 @@ def test_persistence_mode_is_comparable_but_leaves_old_fingerprints_alone() -> N
 
 
 def test_cpu_fingerprint_is_unchanged_by_the_new_key() -> None:
-    """A stored CPU fingerprint from before persistence mode was added still matches."""
+    """A stored CPU fingerprint from before persistence mode (and the instruction clock's ISA caps)
+    were added still matches."""
     import hashlib
     import json
 
-    from pytest_mmperf.results.fingerprint import COMPARABLE_KEYS
+    from pytest_mmperf.results.fingerprint import COMPARABLE_KEYS, HASHED_WHEN_SET
 
+    assert {"gpu_persistence_mode", "isa_caps"} <= HASHED_WHEN_SET
     env = {"device": "cpu", "cpu_count": 2, "torch_threads": 2, "machine": "x86_64"}
-    old_keys = [k for k in COMPARABLE_KEYS if k != "gpu_persistence_mode"]
+    old_keys = [k for k in COMPARABLE_KEYS if k not in HASHED_WHEN_SET]
     digest = hashlib.sha256(json.dumps({k: env.get(k) for k in old_keys}, sort_keys=True,
                                        default=str).encode()).hexdigest()
     assert fingerprint(env).endswith(digest[:10])
