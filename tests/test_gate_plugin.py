@@ -105,7 +105,8 @@ def test_unchanged_rerun_passes_and_summarizes(suite):
 
 def test_injected_slowdown_fails_that_benchmark_only(suite, monkeypatch):
     pytester, path = suite
-    monkeypatch.setenv("MMPERF_TEST_EXTRA_EAGER", "0.3")
+    # 60% more work in the eager path: the speedup drops by ~37%, beyond the 20.8% cross-session bound
+    monkeypatch.setenv("MMPERF_TEST_EXTRA_EAGER", "0.6")
     result = pytester.runpytest(*FAST, "--mmperf-compare", "--mmperf-confirm=1")
     if "oversubscribed" in result.stdout.str():
         # the baseline or this run was measured with more runnable threads than CPUs (other jobs
@@ -115,9 +116,8 @@ def test_injected_slowdown_fails_that_benchmark_only(suite, monkeypatch):
         return
     result.assert_outcomes(passed=1, failed=1)
     assert result.ret == 1
-    # 30% more work in the eager path: reference / eager path drops by ~23%
     result.stdout.fnmatch_lines([
-        f"*test_bench.py::test_eager_path speedup_vs_eager median speedup -*% (99% CI -*..-*%) drop > 5% threshold"
+        f"*test_bench.py::test_eager_path speedup_vs_eager median speedup -*% (99% CI -*..-*%) drop > 20.8% threshold"
         f"* vs baseline baselines/{path.name} @ * (confirmed by 1 rerun(s))*",
     ])
     failed = [line for line in result.outlines if line.startswith("FAILED")]

@@ -251,7 +251,7 @@ def gate10(tmp_path):
     return tmp_path, base
 
 
-def slower(seed, rounds=6, speedup=1.6, cv=0.0):
+def slower(seed, rounds=6, speedup=1.4, cv=0.0):  # -30%: beyond the 20.8% cross-session bound
     rng = np.random.default_rng(seed)
     lat = list(10 * (1 + 0.03 * rng.standard_normal(rounds)))
     return bench(lat=lat, eager=[speedup * v * (1 + cv * abs(rng.standard_normal())) for v in lat])
@@ -273,7 +273,7 @@ def test_adaptive_rounds_decide_what_six_rounds_cannot(gate10):
     without = gate.judge(first)[0]
     assert without.details["category"] == "inconclusive" and not without.failed
     verdict, pooled = gate.judge(first, rerun=rerun)
-    assert verdict.failed and "speedup_vs_eager median speedup -20" in verdict.message
+    assert verdict.failed and "speedup_vs_eager median speedup -30" in verdict.message
     assert len(pooled.metrics["latency_ms"].per_round()) == 6 * (1 + len(calls))
     assert any(r.startswith("adaptive: extra measurement") for r in verdict.details["reruns"])
     assert verdict.details["looks"] == 4  # every look is paid for in alpha

@@ -76,8 +76,11 @@ the shared 2-core VM of this project: +26..34% for a baseline saved a minute ear
 within 15 minutes), which no number of rounds averages away. Such a timing regresses only beyond
 ``(1 + threshold) * (1 + drift_allowance) - 1`` (default 57.5%): a bound on the drift composed with
 the effect that matters. Ratios measured inside one run (``speedup_vs_eager``: eager and
-optimized rounds interleaved) cancel the drift and are the sensitive signal; ``mmperf ab``, whose
-sides run in one job, sets ``cross_session=False``.
+optimized rounds interleaved) cancel the machine's drift within the run but not all of the
+process's: across sessions they drift less than timings but more than the threshold (measured:
+:data:`RATIO_DRIFT_ALLOWANCE`), so a speedup regresses across sessions only when it drops by more
+than ``1 - (1 - threshold) / (1 + min(drift_allowance, 20%))`` (20.8% by default).
+``mmperf ab``, whose sides run in one job, sets ``cross_session=False``: the plain threshold.
 """
 
 from __future__ import annotations
@@ -110,6 +113,11 @@ from pytest_mmperf.settings import BY_DEST
 DEFAULT_THRESHOLD: float = BY_DEST["threshold"].default
 DEFAULT_CONFIDENCE: float = BY_DEST["compare_confidence"].default
 DRIFT_ALLOWANCE: float = BY_DEST["drift_allowance"].default
+# An in-run ratio (speedup_vs_eager) drifts across sessions too, less than a timing: the first quiet
+# whole-suite rerun of an unchanged tree against a baseline saved hours earlier read its 68 speedups
+# at -18.4..+43% (median |change| 1.7%, 90th percentile 11%), five of them beyond -5%. The bound
+# on that drift, capped by --mmperf-drift-allowance (0 on a dedicated runner: the plain threshold).
+RATIO_DRIFT_ALLOWANCE: float = 0.20
 MIN_SAMPLES = 5  # rounds a side below which nothing is tested
 # More runnable threads than CPUs (1-minute load average per CPU, stamped on each record when it
 # was measured): the process got an unknown share of the machine, so its absolute timings say
@@ -191,6 +199,17 @@ class Policy:
 
     def threshold_for(self, metric: str) -> float:
         return float(self.thresholds.get(metric, self.threshold))
+
+    def ratio_threshold(self, metric: str) -> float:
+        """The effective threshold of an in-run ratio (a speedup, higher is better): the threshold's
+        drop composed with the ratio's cross-session drift, ``1 - (1 - threshold) / (1 + allowance)``
+        (20.8% by default), the plain threshold within one job (``cross_session=False``) or with
+        no drift allowed."""
+        t = self.threshold_for(metric)
+        if not self.cross_session:
+            return t
+        allowance = min(self.drift_allowance, RATIO_DRIFT_ALLOWANCE)
+        return 1.0 - (1.0 - t) / (1.0 + allowance)
 
     def timing_threshold(self, metric: str) -> float:
         """The effective threshold of an absolute timing: composed with the drift allowance
@@ -372,7 +391,8 @@ def compare_samples(
 ) -> MetricComparison:
     """Judge a timing-like metric (or per-round speedups) from one value per round a side."""
     direction = Direction(direction)
-    threshold = policy.timing_threshold(metric) if kind == TIMING else policy.threshold_for(metric)
+    threshold = (policy.timing_threshold(metric) if kind == TIMING
+                 else policy.ratio_threshold(metric) if kind == IN_RUN else policy.threshold_for(metric))
     b = np.asarray(baseline, dtype=float).ravel()
     c = np.asarray(current, dtype=float).ravel()
     finite = bool(np.all(np.isfinite(b)) and np.all(np.isfinite(c)))
@@ -507,7 +527,7 @@ def _compare_speedup_summaries(
     benchmark: str, bs: Speedup, cs: Speedup, policy: Policy
 ) -> MetricComparison:
     """No per-round samples: a drop counts only when the intervals do not overlap."""
-    threshold = policy.threshold_for(SPEEDUP)
+    threshold = policy.ratio_threshold(SPEEDUP)
     with np.errstate(all="ignore"):
         change = cs.median / bs.median - 1 if bs.median > 0 else math.nan
         lo = cs.ci_low / bs.ci_high - 1 if bs.ci_high > 0 else math.nan
