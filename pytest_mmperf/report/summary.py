@@ -31,8 +31,8 @@ def _cell(m: MetricRecord | None) -> str:
 
 
 def _short(v: float, unit: str = "") -> str:
-    if unit == "instructions" and abs(v) >= 1e6:
-        return f"{v / 1e6:.6g}M"
+    if unit == "instructions" and abs(v) >= 1e6:  # the cell's own millions, without the unit
+        return format_value(v, unit).removesuffix(" instructions")
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
