@@ -96,7 +96,7 @@ class RunSession:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.rootdir / ".mmperf" / "inductor-cache"))
         import torch
 
-        from pytest_mmperf.measure import environment
+        from pytest_mmperf.measure import environment, host
 
         if self.settings.clock == "instructions" and self.settings.device == "cuda":
             raise UsageError("--mmperf-clock=instructions counts CPU instructions: use --mmperf-device=cpu or auto")
@@ -105,6 +105,8 @@ class RunSession:
         if self.device == "cpu" and self.settings.threads > 0:
             torch.set_num_threads(self.settings.threads)
         self.environment = environment.collect(self.device, clock=self.settings.clock)
+        # beside the fingerprint, never in it: judge/allowance.py trusts cross-session timings per host
+        self.environment[host.KEY] = host.host_id()
         self.commit, self.branch = environment.git_commit(self.rootdir)
 
     def open_gate(self) -> None:
@@ -121,13 +123,36 @@ class RunSession:
             self.gate = Gate.open(self.settings, self.rootdir, self.environment, self.expected_ids)
         except (GateError, DocumentError) as exc:
             raise UsageError(f"--mmperf-compare: {exc}") from None
+        if self.gate.learns:
+            self.gate.sessions = self._host_sessions()
+
+    def _host_sessions(self) -> dict[str, dict[str, list[float]]]:
+        """The history's earlier sessions on this fingerprint and host, for the learned drift
+        allowance (empty without a history; a history that cannot be read is said, not fatal)."""
+        from pytest_mmperf.history import HistoryError, open_store
+        from pytest_mmperf.history.sql import SqlStore, session_medians
+        from pytest_mmperf.measure.host import KEY
+
+        host = self.environment.get(KEY)
+        if not self.settings.history or host is None:
+            return {}
+        try:
+            with open_store(self.settings.history, self.rootdir, create=False) as store:
+                if not isinstance(store, SqlStore):
+                    return {}
+                return session_medians(store, fingerprint=str(self.environment.get("fingerprint", "")),
+                                       host=str(host), scale=self.settings.scale)
+        except HistoryError as exc:
+            if not str(exc).startswith("no history database"):
+                self.messages.append(f"drift allowance: the history cannot be read ({exc}); none learned")
+            return {}
 
     def expect(self, benchmark_ids: Iterable[str]) -> None:
         """The benchmarks this run will judge (the Bonferroni family; the baseline entries not
         compared); called after collection, on the controller once per worker's collection."""
         self.expected_ids = sorted(set(self.expected_ids) | set(benchmark_ids))
         if self.gate is not None:
-            self.gate.expected_ids = tuple(self.expected_ids)
+            self.gate.expect(self.expected_ids)
 
     def plan(self, marker_kwargs: Mapping[str, Any]) -> BenchmarkPlan:
         """One benchmark's settings (its marker keywords override the session's) and description."""

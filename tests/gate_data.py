@@ -5,7 +5,8 @@ import numpy as np
 from pytest_mmperf.judge.drift import output_fingerprint
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord
 
-ENV = {"fingerprint": "cpu-2c-1t-abc", "device": "cpu", "cpu_count": 2, "torch_threads": 1}
+# one host (measure/host.py): timings are judged across sessions only against a baseline of this host
+ENV = {"fingerprint": "cpu-2c-1t-abc", "device": "cpu", "cpu_count": 2, "torch_threads": 1, "host_id": "host-a"}
 
 
 def rec(bid, ms, seed=0, tokens=(1, 2, 3)):

@@ -11,6 +11,8 @@ from pytest_mmperf.judge.compare import Category, Policy
 from pytest_mmperf.results.metrics import SPEEDUP
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
 
+# a host whose drift its owner configured (--mmperf-drift-allowance=50%): timings are judged across sessions
+CONFIGURED = Policy(drift_allowance=0.5)
 SAMPLES = st.lists(st.floats(min_value=0.5, max_value=100.0, allow_nan=False), min_size=5, max_size=30)
 
 
@@ -34,7 +36,7 @@ def record(bid="b", **metrics):
 def test_identical_samples_never_regress(samples):
     for kind in (compare.TIMING, compare.IN_RUN):
         for direction in ("lower", "higher"):
-            m = compare.compare_samples("b", "latency_ms", samples, list(samples), direction, Policy(), kind=kind)
+            m = compare.compare_samples("b", "latency_ms", samples, list(samples), direction, CONFIGURED, kind=kind)
             assert m.category is not Category.REGRESSED
             assert m.category is not Category.IMPROVED
 
@@ -67,7 +69,7 @@ def test_higher_is_better_direction():
 
 
 def test_two_samples_are_inconclusive_never_a_pass():
-    m = compare.compare_samples("b", "latency_ms", [1.0, 1.1], [5.0, 5.2], "lower", Policy())
+    m = compare.compare_samples("b", "latency_ms", [1.0, 1.1], [5.0, 5.2], "lower", CONFIGURED)
     assert m.category is Category.INCONCLUSIVE
     assert "too few rounds" in m.reason and m.more_rounds_help
 
@@ -75,34 +77,38 @@ def test_two_samples_are_inconclusive_never_a_pass():
 def test_samples_that_cannot_reach_the_corrected_alpha_are_inconclusive():
     # 5 vs 5 samples: the smallest one-sided p is 1/252, above 0.01 / 60
     m = compare.compare_samples("b", "latency_ms", noisy(10, 5), noisy(10, 5, seed=2), "lower",
-                                Policy(family_size=60))
+                                Policy(family_size=60, drift_allowance=0.5))
     assert m.category is Category.INCONCLUSIVE
     assert "cannot reach" in m.reason
 
 
-def test_too_noisy_is_inconclusive():
+def test_too_noisy_is_inconclusive_not_unchanged():
     rng = np.random.default_rng(1)
     base = list(rng.lognormal(0, 1.0, 12))
     cur = list(rng.lognormal(0, 1.0, 12))
-    m = compare.compare_samples("b", "latency_ms", base, cur, "lower", Policy())
+    m = compare.compare_samples("b", "latency_ms", base, cur, "lower", CONFIGURED)
     assert m.category is Category.INCONCLUSIVE
-    assert "too noisy" in m.reason
+    assert "not shown unchanged" in m.reason and "more rounds or a quieter machine" in m.reason
 
 
 def test_across_sessions_timings_and_in_run_ratios_get_their_drift_allowances():
     base, cur = noisy(10.0, 20, cv=0.01), noisy(11.0, 20, cv=0.01, seed=5)  # +10%, clearly significant
-    timing = compare.compare_samples("b", "latency_ms", base, cur, "lower", Policy(), kind=compare.TIMING)
-    # the threshold composed with the drift allowance: (1 + 5%) * (1 + 50%) - 1
+    timing = compare.compare_samples("b", "latency_ms", base, cur, "lower", CONFIGURED, kind=compare.TIMING)
+    # the threshold composed with the drift allowance: (1 + 5%) * (1 + 50%) - 1, and the interval
+    # lies within the band -36.5%..+57.5%: unchanged, shown
     assert timing.category is Category.UNCHANGED
-    assert math.isclose(timing.threshold, 1.05 * (1 + compare.DRIFT_ALLOWANCE) - 1)
-    # an in-run ratio drifts less (measured -18..+43% between two quiet sessions): a 20.8% bound
-    ratio = compare.compare_samples("b", "speedup_vs_eager", cur, base, "higher", Policy(), kind=compare.IN_RUN)
+    assert math.isclose(timing.threshold, 1.05 * 1.5 - 1)
+    assert "within the band -36.5%..+57.5%" in timing.describe() and "configured allowance 50%" == timing.allowance
+    # an in-run ratio drifts less (measured -18..+43% between two quiet sessions): its allowance is
+    # capped at 20%, a drop beyond 1 - 1 / (1.05 * 1.2) = 20.6%
+    ratio = compare.compare_samples("b", "speedup_vs_eager", cur, base, "higher", CONFIGURED, kind=compare.IN_RUN)
     assert ratio.category is Category.UNCHANGED
-    assert math.isclose(ratio.threshold, 1 - 0.95 / (1 + compare.RATIO_DRIFT_ALLOWANCE))
-    # within one job (mmperf ab), or with no drift allowed (a dedicated runner): the plain threshold
+    assert math.isclose(ratio.threshold, 1 - 1 / (1.05 * (1 + compare.RATIO_DRIFT_ALLOWANCE)))
+    # within one job (mmperf ab), or with no drift allowed (a dedicated runner): the plain threshold,
+    # mirrored on the log scale for a drop: 1 - 1 / 1.05
     for policy in (Policy(cross_session=False), Policy(drift_allowance=0.0)):
         one_job = compare.compare_samples("b", "speedup_vs_eager", cur, base, "higher", policy, kind=compare.IN_RUN)
-        assert one_job.category is Category.REGRESSED and math.isclose(one_job.threshold, 0.05)
+        assert one_job.category is Category.REGRESSED and math.isclose(one_job.threshold, 1 - 1 / 1.05)
     no_drift = compare.compare_samples("b", "latency_ms", base, cur, "lower", Policy(drift_allowance=0.0))
     assert no_drift.category is Category.REGRESSED
 
@@ -131,20 +137,20 @@ def test_speedup_drop_from_per_round_ratios():
                            "eager_latency_ms": MetricRecord.from_samples("eager_latency_ms", eager)},
                           speedup_vs_eager=Speedup(1.67, 1.6, 1.75))
     # -16.5%: within the cross-session bound (20.8%), a regression within one job
-    across = next(m for m in compare.compare_benchmarks(base, cur, Policy()).metrics if m.metric == SPEEDUP)
+    across = next(m for m in compare.compare_benchmarks(base, cur, CONFIGURED).metrics if m.metric == SPEEDUP)
     assert across.category is not Category.REGRESSED
     comp = compare.compare_benchmarks(base, cur, Policy(cross_session=False))
     sp = next(m for m in comp.metrics if m.metric == SPEEDUP)
     assert sp.kind == compare.IN_RUN and sp.category is Category.REGRESSED
     assert "speedup_vs_eager median speedup -1" in sp.describe()
-    same = compare.compare_benchmarks(base, base, Policy())
+    same = compare.compare_benchmarks(base, base, CONFIGURED)
     assert same.category is Category.UNCHANGED
 
 
 def test_speedup_without_rounds_uses_stored_intervals():
     b = BenchmarkRecord("b", None, None, (), "tiny", "cpu", 1, {}, speedup_vs_eager=Speedup(2.0, 1.9, 2.1))
     c = BenchmarkRecord("b", None, None, (), "tiny", "cpu", 1, {}, speedup_vs_eager=Speedup(1.5, 1.45, 1.55))
-    sp = compare.compare_benchmarks(b, c, Policy()).metrics[0]
+    sp = compare.compare_benchmarks(b, c, CONFIGURED).metrics[0]
     assert sp.category is Category.REGRESSED and "do not overlap" in sp.reason
 
 
@@ -156,7 +162,7 @@ def test_ungated_metrics_never_decide():
     cur = BenchmarkRecord(**{**base.__dict__, "metrics": {
         "first_call_ms": MetricRecord.from_samples("first_call_ms", [100.0], gated=False),
         "latency_ms": base.metrics["latency_ms"]}})
-    comp = compare.compare_benchmarks(base, cur, Policy())
+    comp = compare.compare_benchmarks(base, cur, CONFIGURED)
     assert comp.category is Category.UNCHANGED
 
 
@@ -177,8 +183,8 @@ def test_family_size_and_q_values():
 def test_absolute_timings_can_be_informational_only():
     base = record(latency_ms=noisy(10, 12), kv_cache_bytes=[100.0])
     cur = record(latency_ms=noisy(20, 12, seed=1), kv_cache_bytes=[100.0])  # +100%: beyond the drift
-    assert compare.compare_benchmarks(base, cur, Policy()).category is Category.REGRESSED
-    comp = compare.compare_benchmarks(base, cur, Policy(gate_absolute=False))
+    assert compare.compare_benchmarks(base, cur, CONFIGURED).category is Category.REGRESSED
+    comp = compare.compare_benchmarks(base, cur, Policy(drift_allowance=0.5, gate_absolute=False))
     assert comp.category is Category.UNCHANGED
     (lat,) = [m for m in comp.metrics if m.metric == "latency_ms"]
     assert lat.category is Category.REGRESSED and not lat.gated  # still reported

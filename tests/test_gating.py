@@ -11,12 +11,16 @@ from pytest_mmperf.results.records import DocumentError, RunDocument
 from pytest_mmperf.settings import Settings
 
 
+KNOWN = Settings(compare=True, drift_allowance=0.5)
+
+
 @pytest.fixture
 def gate(tmp_path):
     base = RunDocument(ENV, (rec("t.py::a", 10), rec("t.py::b", 10), rec("t.py::gone", 10)),
                        commit="abcdef1234567")
     baselines.save(base, tmp_path / "baselines")
-    return Gate.open(Settings(compare=True), tmp_path, ENV, ["t.py::a", "t.py::b", "t.py::new"])
+    # a host whose drift is configured (no history here): timings are judged across sessions
+    return Gate.open(KNOWN, tmp_path, ENV, ["t.py::a", "t.py::b", "t.py::new"])
 
 
 def test_verdicts_and_message(gate):
@@ -25,7 +29,8 @@ def test_verdicts_and_message(gate):
     bad = gate.check(rec("t.py::b", 17, seed=2))
     assert bad.failed
     assert bad.message.startswith("t.py::b latency_ms median +")
-    assert "(99% CI +" in bad.message and "> 57.5% threshold" in bad.message
+    # the interval at the test's level: alpha = 1% / 2 comparisons, two-sided 1 - 2 alpha
+    assert "(99% simultaneous CI +" in bad.message and "> 57.5% threshold (configured allowance 50%)" in bad.message
     assert bad.message.endswith("vs baseline baselines/cpu-2c-1t-abc.json @ abcdef1")
     new = gate.check(rec("t.py::new", 10))
     assert not new.failed and new.details["category"] == "inconclusive"
@@ -51,11 +56,11 @@ def test_confirmation_rerun(gate):
         return rec("t.py::b", 10, seed=5)
 
     v = gate.check(rec("t.py::b", 17, seed=2), rerun=rerun_fast,
-                   settings=Settings(compare=True, confirm_reruns=2, adaptive_reruns=0))
+                   settings=Settings(compare=True, drift_allowance=0.5, confirm_reruns=2, adaptive_reruns=0))
     assert not v.failed and v.details["category"] == "inconclusive" and len(calls) == 1
     assert "not confirmed" in v.message
     v = gate.check(rec("t.py::b", 17, seed=2), rerun=lambda: rec("t.py::b", 17, seed=6),
-                   settings=Settings(compare=True, confirm_reruns=2, adaptive_reruns=0))
+                   settings=Settings(compare=True, drift_allowance=0.5, confirm_reruns=2, adaptive_reruns=0))
     assert v.failed and "(confirmed by 2 rerun(s))" in v.message
 
 

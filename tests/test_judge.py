@@ -20,7 +20,7 @@ from pytest_mmperf.results.metrics import SPEEDUP
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, RunDocument, Speedup
 from pytest_mmperf.settings import OPTIONS, POLICY_DESTS, Settings, UsageError, settings_from_cli
 
-ENV = {"fingerprint": "cpu-2c-1t-abc", "device": "cpu", "cpu_count": 2, "torch_threads": 1}
+ENV = {"fingerprint": "cpu-2c-1t-abc", "device": "cpu", "cpu_count": 2, "torch_threads": 1, "host_id": "host-a"}
 CATEGORIES = set(Category)
 
 # -- samples of every awkward shape -----------------------------------------------------------------
@@ -76,7 +76,7 @@ def test_compare_samples_never_raises(n1, n2, s1, s2, seed, direction, kind, fam
 def test_the_overflow_of_the_issue_is_gone():
     # ~1,000+ samples a side made 1 / math.comb(n1 + n2, n1) overflow a float
     b, c = sample("normal", 1500, 1), sample("normal", 1700, 2)
-    m = compare.compare_samples("b", "tpot_ms", b, c, "lower", Policy(family_size=600))
+    m = compare.compare_samples("b", "tpot_ms", b, c, "lower", Policy(family_size=600, drift_allowance=0.5))
     assert m.category is Category.UNCHANGED
     assert compare.smallest_p(100_000, 100_000) == 0.0
     assert math.isclose(compare.smallest_p(5, 5), 1 / 252)
@@ -257,7 +257,7 @@ def slower(seed, rounds=6, speedup=1.4, cv=0.0):  # -30%: beyond the 20.8% cross
     return bench(lat=lat, eager=[speedup * v * (1 + cv * abs(rng.standard_normal())) for v in lat])
 
 
-STRICT = Settings(compare=True, compare_confidence=0.999)  # 6 vs 6 rounds cannot reach its alpha
+STRICT = Settings(compare=True, compare_confidence=0.999, drift_allowance=0.5)  # 6 vs 6 rounds cannot reach its alpha
 
 
 def test_adaptive_rounds_decide_what_six_rounds_cannot(gate10):
@@ -302,7 +302,7 @@ def test_an_unchanged_rerun_in_a_drifted_process_passes(tmp_path, drift):
     lat = 10 * (1 + 0.02 * rng.standard_normal(12))
     base = bench(lat=lat, eager=2 * lat)
     baselines.save(RunDocument(ENV, (base,), commit="abc"), tmp_path / "baselines")
-    gate = Gate.open(Settings(compare=True), tmp_path, ENV, [base.id])
+    gate = Gate.open(Settings(compare=True, drift_allowance=0.5), tmp_path, ENV, [base.id])
     lat2 = drift * 10 * (1 + 0.02 * np.random.default_rng(6).standard_normal(12))  # whole process moved
     verdict = gate.check(bench(lat=lat2, eager=2 * lat2))
     assert not verdict.failed, verdict.message
@@ -348,16 +348,21 @@ def test_compare_command_uses_the_front_door(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(doc.dumps())
     b.write_text(doc.dumps())
-    assert main(["compare", str(a), str(b), "--threshold", "5%"]) == 0
+    assert main(["compare", str(a), str(b), "--threshold", "5%", "--drift-allowance", "50%"]) == 0
     out = capsys.readouterr().out
     assert "Bonferroni over 2" in out  # latency_ms and the speedup
+    # auto (the default) and no history: this host's drift is unknown, timings are not gated
+    assert main(["compare", str(a), str(b), "--threshold", "5%"]) == 0
+    out = capsys.readouterr().out
+    assert "Bonferroni over 1" in out and "timings and speedups not gated: no drift estimate for this host" in out
     assert main(["compare", str(a), str(b), "--threshold", "5"]) == 2
     assert "--threshold: '5' is not allowed" in capsys.readouterr().err
     assert main(["compare", str(a), str(b), "--no-absolute"]) == 0
 
 
 def test_policy_from_settings():
-    s = Settings(threshold=0.05, metric_thresholds=(("tpot_ms", 0.03),), compare_confidence=0.99)
+    s = Settings(threshold=0.05, metric_thresholds=(("tpot_ms", 0.03),), compare_confidence=0.99,
+                 drift_allowance=0.5)
     p = policy_from_settings(s, family_size=100, looks=2)
     assert p.threshold_for("tpot_ms") == 0.03 and p.threshold_for("latency_ms") == 0.05
     assert math.isclose(p.alpha, 0.01 / 200)
@@ -374,21 +379,23 @@ def test_policy_dests_are_options():
 
 
 # -- paired rounds (lockstep A/B) -------------------------------------------------------------------
+KNOWN_DRIFT = Policy(drift_allowance=0.5)  # a host whose drift is configured: timings judged across sessions
+
 def test_absolute_timings_measured_on_an_oversubscribed_machine_are_inconclusive():
     lat = sample("normal", 12, 1)
     base = bench(lat=lat, eager=2 * lat)
     busy = replace(bench(lat=1.9 * lat, eager=3.8 * lat), params={compare.LOAD_KEY: 7.8})
-    comp = compare.compare_benchmarks(base, busy, Policy())
+    comp = compare.compare_benchmarks(base, busy, KNOWN_DRIFT)
     by = {m.metric: m for m in comp.metrics}
     assert by["latency_ms"].category is Category.INCONCLUSIVE and not by["latency_ms"].more_rounds_help
     assert "oversubscribed (load per CPU now 7.8 > 1)" in by["latency_ms"].reason
     assert by[SPEEDUP].category is Category.INCONCLUSIVE  # the arms got unknown shares too
     mem = compare.compare_benchmarks(replace(base, metrics={**base.metrics, "weight_bytes": MetricRecord.from_samples(
         "weight_bytes", [100.0])}), replace(busy, metrics={**busy.metrics, "weight_bytes": MetricRecord.from_samples(
-            "weight_bytes", [150.0])}), Policy())
+            "weight_bytes", [150.0])}), KNOWN_DRIFT)
     assert mem.category is Category.REGRESSED  # bytes still gate
     calm = replace(busy, params={compare.LOAD_KEY: 0.5})
-    assert compare.compare_benchmarks(base, calm, Policy()).category is Category.REGRESSED
+    assert compare.compare_benchmarks(base, calm, KNOWN_DRIFT).category is Category.REGRESSED
     # both sides in one job (mmperf ab): contention hits both alike; no cross-session question
     assert compare.compare_benchmarks(base, busy, Policy(cross_session=False)).category is Category.REGRESSED
 
@@ -402,14 +409,14 @@ def test_a_benchmark_whose_thread_waited_for_a_cpu_is_inconclusive_across_sessio
     starved = replace(slow, params={compare.LOAD_KEY: 0.9},
                       metrics={**slow.metrics, "cpu_wall_ratio": MetricRecord.from_samples(
                           "cpu_wall_ratio", [0.6, 0.7, 0.65, 0.95])})
-    by = {m.metric: m for m in compare.compare_benchmarks(base, starved, Policy()).metrics}
+    by = {m.metric: m for m in compare.compare_benchmarks(base, starved, KNOWN_DRIFT).metrics}
     assert by["latency_ms"].category is Category.INCONCLUSIVE
     assert "the thread had a CPU 68% of the wall time now" in by["latency_ms"].reason
     fed = replace(starved, metrics={**slow.metrics, "cpu_wall_ratio": MetricRecord.from_samples(
         "cpu_wall_ratio", [0.99, 0.97, 0.98])})
-    assert compare.compare_benchmarks(base, fed, Policy()).category is Category.REGRESSED
+    assert compare.compare_benchmarks(base, fed, KNOWN_DRIFT).category is Category.REGRESSED
     on_gpu = replace(starved, device="cuda")  # a host thread waiting on the GPU is not contention
-    assert compare.compare_benchmarks(replace(base, device="cuda"), on_gpu, Policy()).category is Category.REGRESSED
+    assert compare.compare_benchmarks(replace(base, device="cuda"), on_gpu, KNOWN_DRIFT).category is Category.REGRESSED
 
 
 def test_the_session_stamps_the_load_on_each_record(tmp_path):

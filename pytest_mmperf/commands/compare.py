@@ -1,6 +1,9 @@
 """``mmperf compare BASELINE.json CURRENT.json``: the gate's engine on two results documents.
 
-Exit status: 0 no regression, 1 a regression or output drift, 2 bad input (one line on stderr).
+Exit status: 0 no regression, 1 a regression or output drift (or, with ``--inconclusive fail``, a
+benchmark left undecided), 2 bad input (one line on stderr). Timings and speedups are judged across
+the two documents only when both name the same host and its drift is configured
+(``--drift-allowance``); otherwise they are reported, not gated, and the summary says why.
 Documents from different environments are refused unless ``--force``. The decision rule is the
 gate's (:func:`pytest_mmperf.judge.policy.policy_from_settings`), its options generated from the
 same table as the pytest options (``--threshold 5%`` reads as ``--mmperf-threshold=5%``); the
@@ -14,12 +17,15 @@ import sys
 from typing import Any
 
 from pytest_mmperf.judge import compare, drift
+from pytest_mmperf.judge.gate import host_trust
 from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.report.summary import short_id
 from pytest_mmperf.results.fingerprint import differences
 from pytest_mmperf.results.metrics import SPEEDUP
 from pytest_mmperf.results.records import DocumentError, RunDocument
 from pytest_mmperf.settings import POLICY_DESTS, UsageError, add_cli_options, settings_from_cli
+
+OWN_DESTS = (*POLICY_DESTS, "compare_force", "inconclusive")
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +37,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("baseline", metavar="A.json", help="the baseline results document")
     p.add_argument("current", metavar="B.json", help="the results document to judge")
     # the decision rule's options, generated from the pytest option table (same parsing, defaults)
-    add_cli_options(p, (*POLICY_DESTS, "compare_force"))
+    add_cli_options(p, OWN_DESTS)
     p.add_argument("--no-absolute", dest="gate_absolute_timings", action="store_const", const="report",
                    help="the same as --absolute report (kept for older scripts)")
     p.set_defaults(func=run)
@@ -39,7 +45,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = settings_from_cli(args, (*POLICY_DESTS, "compare_force"))
+        settings = settings_from_cli(args, OWN_DESTS)
     except UsageError as exc:
         print(f"mmperf compare: {exc}", file=sys.stderr)
         return 2
@@ -56,14 +62,21 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     ids = set(cur.by_id())
-    family = compare.family_size(base, ids, gate_absolute=settings.gate_absolute_timings)
-    policy = policy_from_settings(settings, family_size=family)
+    host_reason = host_trust(base, cur.environment, args.baseline)
+    rule = policy_from_settings(settings, host_reason=host_reason)
+    family = compare.family_size(base, ids, gate_absolute=settings.gate_absolute_timings,
+                                 judged=lambda _bid, metric: rule.allowance_for(metric).known)
+    policy = policy_from_settings(settings, family_size=family, host_reason=host_reason)
     comps, only_base, only_cur = compare.compare_documents(base, cur, policy)
     base_by_id, cur_by_id = base.by_id(), cur.by_id()
     failed = 0
     counts = {c.value: 0 for c in compare.Category}
     print(f"mmperf compare: {args.baseline} (@ {base.commit or '?'}) -> {args.current} "
-          f"(@ {cur.commit or '?'}); alpha {policy.alpha:.2g} (Bonferroni over {policy.family_size})")
+          f"(@ {cur.commit or '?'}); alpha {policy.alpha:.2g} (Bonferroni over {policy.family_size}); "
+          f"intervals: {policy.interval_label}")
+    untimed = policy.allowance_for("latency_ms")
+    if not untimed.known:
+        print(f"timings and speedups not gated: {untimed.source}; bytes, output drift and counts gate")
     for comp in comps:
         q = cur_by_id[comp.benchmark].quality
         b = base_by_id[comp.benchmark].quality
@@ -81,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         for o in outputs:
             print(f"  output drift: {o.message}")
         if category is compare.Category.REGRESSED:
+            failed += 1
+        elif category is compare.Category.INCONCLUSIVE and comp.gated and settings.inconclusive == "fail":
+            print("  inconclusive fails (--inconclusive fail)")
             failed += 1
     for i in only_base:
         print(f"{short_id(i)}: only in {args.baseline}")

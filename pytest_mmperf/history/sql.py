@@ -537,3 +537,35 @@ def _benchmark_record(row: Any, metric_records: dict[str, MetricRecord]) -> Benc
         profile=row.profile,
         roofline=row.roofline,
     )
+
+
+# -- for the gate's learned drift allowance (judge/allowance.py) -----------------------------------
+def session_medians(
+    store: SqlStore, *, fingerprint: str, host: str, scale: str | None = None,
+) -> dict[str, dict[str, list[float]]]:
+    """Per benchmark, per metric (``speedup_vs_eager`` included): the median of every recorded
+    session on this fingerprint and host (the environment's ``host_id``), oldest first; one
+    query, the host matched in Python (it lives in the run's environment JSON)."""
+    q = (
+        sa.select(runs.c.id, runs.c.environment, benchmarks.c.benchmark, benchmarks.c.scale,
+                  benchmarks.c.speedup_median, metrics.c.metric, metrics.c.median)
+        .select_from(metrics.join(benchmarks).join(runs))
+        .where(runs.c.fingerprint == fingerprint)
+        .order_by(runs.c.created, runs.c.id)
+    )
+
+    def read(conn: Connection) -> dict[str, dict[str, list[float]]]:
+        out: dict[str, dict[str, list[float]]] = {}
+        speedups: set[tuple[int, str]] = set()
+        for r in conn.execute(q):
+            env = r.environment if isinstance(r.environment, dict) else {}
+            if env.get("host_id") != host or (scale is not None and r.scale != scale):
+                continue
+            per = out.setdefault(r.benchmark, {})
+            per.setdefault(r.metric, []).append(float(r.median))
+            if r.speedup_median is not None and (r.id, r.benchmark) not in speedups:
+                speedups.add((r.id, r.benchmark))
+                per.setdefault(SPEEDUP_METRIC, []).append(float(r.speedup_median))
+        return out
+
+    return store._read(read, "cannot read the sessions of this host")

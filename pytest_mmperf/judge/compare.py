@@ -88,7 +88,7 @@ from __future__ import annotations
 import enum
 import math
 import warnings
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -96,8 +96,9 @@ import numpy as np
 from scipy import stats as sps
 
 from pytest_mmperf.judge import deterministic
+from pytest_mmperf.judge.allowance import Allowance, no_estimate, unknown
+from pytest_mmperf.judge.intervals import level_text, shift_interval
 from pytest_mmperf.measure.contention import CONTENDED_BELOW, RATIO
-from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import (
     EAGER_LATENCY,
     EAGER_PREFIX,
@@ -192,37 +193,62 @@ class Policy:
     family_size: int = 1  # statistical comparisons the run can make (Bonferroni)
     looks: int = 1  # measurements the gate may judge per benchmark (adaptive rounds)
     min_samples: int = MIN_SAMPLES
-    max_ci_width: float = MAX_CI_WIDTH
-    drift_allowance: float = DRIFT_ALLOWANCE
+    max_ci_width: float = MAX_CI_WIDTH  # stored speedup intervals only (no per-round values)
+    # None ("auto"): only a learned allowance (``allowances``) lets a timing be judged across sessions
+    drift_allowance: float | None = DRIFT_ALLOWANCE
     gate_absolute: bool = True  # False: absolute timings are reported, never fail (shared runners)
     cross_session: bool = True  # False: both sides measured in one job (mmperf ab): no drift allowance
+    # per metric of the benchmark judged: learned from this host's history, or why not judged
+    allowances: Mapping[str, Allowance] = field(default_factory=dict)
+    host_reason: str = ""  # not "": the baseline is from another (or an unknown) host: why
 
     def threshold_for(self, metric: str) -> float:
         return float(self.thresholds.get(metric, self.threshold))
 
-    def ratio_threshold(self, metric: str) -> float:
-        """The effective threshold of an in-run ratio (a speedup, higher is better): the threshold's
-        drop composed with the ratio's cross-session drift, ``1 - (1 - threshold) / (1 + allowance)``
-        (20.8% by default), the plain threshold within one job (``cross_session=False``) or with
-        no drift allowed."""
-        t = self.threshold_for(metric)
+    def allowance_for(self, metric: str) -> Allowance:
+        """The cross-session drift this metric may carry (timings and speedups): none within one
+        job; unknown for a baseline from another host; learned from this host's history; the
+        configured ``drift_allowance`` (capped at :data:`RATIO_DRIFT_ALLOWANCE` for a speedup);
+        unknown when none of these (the default ``auto`` without history)."""
         if not self.cross_session:
-            return t
-        allowance = min(self.drift_allowance, RATIO_DRIFT_ALLOWANCE)
-        return 1.0 - (1.0 - t) / (1.0 + allowance)
+            return Allowance(0.0, "")
+        if self.host_reason:
+            return unknown(self.host_reason)
+        if metric in self.allowances:
+            return self.allowances[metric]
+        if self.drift_allowance is None:
+            return unknown(no_estimate())
+        a = min(self.drift_allowance, RATIO_DRIFT_ALLOWANCE) if metric == SPEEDUP else self.drift_allowance
+        return Allowance(a, f"configured allowance {_share(a)}" if a else "")
+
+    def log_bound(self, metric: str) -> float:
+        """The regression bound of a timing or a speedup on the log scale: ``log(1 + threshold)
+        + log(1 + allowance)``; the same bound mirrored is the improvement's (a timing regresses
+        beyond +X and improves beyond 1/(1+X) - 1: +57.5% <-> -36.5%)."""
+        a = self.allowance_for(metric).value or 0.0
+        return math.log1p(self.threshold_for(metric)) + math.log1p(a)
+
+    def ratio_threshold(self, metric: str) -> float:
+        """The drop beyond which an in-run ratio (a speedup, higher is better) regresses:
+        ``1 - 1 / ((1 + threshold) (1 + allowance))`` (20.6% by default with a configured
+        allowance; the plain threshold's mirror within one job)."""
+        return -math.expm1(-self.log_bound(metric))
 
     def timing_threshold(self, metric: str) -> float:
-        """The effective threshold of an absolute timing: composed with the drift allowance
-        when the baseline is from another session."""
-        t = self.threshold_for(metric)
-        if not self.cross_session:
-            return t
-        return (1.0 + t) * (1.0 + self.drift_allowance) - 1.0
+        """The rise beyond which an absolute timing regresses: ``(1 + threshold) (1 + allowance) - 1``
+        (the allowance composed only when the baseline is from another session)."""
+        return math.expm1(self.log_bound(metric))
 
     @property
     def alpha(self) -> float:
         """Per-comparison significance level: Bonferroni over the family and the looks."""
         return (1.0 - self.confidence) / (max(1, self.family_size) * max(1, self.looks))
+
+    @property
+    def interval_label(self) -> str:
+        """What the interval beside a decision is: ``99.998% simultaneous CI`` (the inverted
+        test at ``alpha``: two-sided ``1 - 2 alpha``, simultaneous when ``alpha`` is corrected)."""
+        return level_text(self.alpha, self.family_size * self.looks > 1)
 
 
 def smallest_p(n1: int, n2: int) -> float:
@@ -254,33 +280,45 @@ class MetricComparison:
     baseline: float  # median
     current: float  # median
     change: float  # current / baseline - 1 (signed; the direction says whether that is good)
-    ci_low: float | None  # CI of ``change`` at ``confidence``
+    ci_low: float | None  # the interval of ``change`` (at ``confidence``; a range for counts)
     ci_high: float | None
-    confidence: float
+    confidence: float  # the interval's level: two-sided 1 - 2 alpha for a tested metric
     p_value: float | None  # one-sided, in the "worse" direction; None for EXACT
     threshold: float  # the effective threshold used
     reason: str = ""  # why inconclusive, or a note
     gated: bool = True  # False: reported only, never fails
     more_rounds_help: bool = False  # inconclusive because the rounds cannot decide (yet)
     rounds: tuple[int, int] = (0, 0)  # per-round values tested: (baseline, current)
+    interval: str = ""  # what the interval is: "99.998% simultaneous CI", "range", "99% CI" (stored)
+    allowance: str = ""  # the drift allowance in the threshold: "allowance 11% from 9 sessions", ...
 
     @property
     def worse_by(self) -> float:
         """The change in the bad direction: positive = worse."""
         return self.change if self.direction == Direction.LOWER.value else -self.change
 
+    @property
+    def band(self) -> tuple[float, float]:
+        """The equivalence band of the change: within it the metric is unchanged (log-symmetric
+        for timings and ratios: -36.5%..+57.5%; the threshold both ways for bytes and counts)."""
+        if self.kind in (TIMING, IN_RUN):
+            bound = math.log1p(self.threshold) if self.direction == Direction.LOWER.value \
+                else -math.log1p(-self.threshold) if self.threshold < 1 else math.inf
+            return math.expm1(-bound), math.expm1(bound)
+        return -self.threshold, self.threshold
+
     def change_text(self) -> str:
         ci = ""
         if self.ci_low is not None and self.ci_high is not None:
-            ci = f" ({self.confidence:.0%} CI {_pct(self.ci_low)}..{_pct(self.ci_high)})"
+            label = self.interval or f"{self.confidence:.0%} CI"
+            ci = f" ({label} {_pct(self.ci_low)}..{_pct(self.ci_high)})"
         what = "median" if self.metric != SPEEDUP else "median speedup"
         return f"{self.metric} {what} {_pct(self.change)}{ci}"
 
     def threshold_text(self) -> str:
         whole = self.threshold * 100 == round(self.threshold * 100)
         limit = f"{self.threshold:.0%}" if whole else f"{self.threshold:.1%}"
-        label = "threshold" if self.kind != TIMING else "threshold (incl. cross-session drift allowance)"
-        return f"{limit} {label}"
+        return f"{limit} threshold" + (f" ({self.allowance})" if self.allowance else "")
 
     def describe(self) -> str:
         text = self.change_text()
@@ -290,6 +328,9 @@ class MetricComparison:
             return f"{text} {bound} {self.threshold_text()}{p}"
         if self.category is Category.INCONCLUSIVE:
             return f"{text}: inconclusive ({self.reason})"
+        if self.category is Category.UNCHANGED and self.kind in (TIMING, IN_RUN) and self.ci_low is not None:
+            lo, hi = self.band
+            return f"{text}: unchanged (within the band {_pct(lo)}..{_pct(hi)})"
         return f"{text}: {self.category.value}"
 
     def to_json(self) -> dict[str, Any]:
@@ -311,6 +352,8 @@ class MetricComparison:
             "gated": self.gated,
             "more_rounds_help": self.more_rounds_help,
             "rounds": list(self.rounds),
+            "interval": self.interval,
+            "allowance": self.allowance,
         }
 
 
@@ -354,6 +397,11 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
+def _share(x: float) -> str:
+    """A fraction as a percentage without a trailing ``.0``: ``50%``, ``20.6%``."""
+    return f"{x * 100:.1f}".rstrip("0").rstrip(".") + "%"
+
+
 def _finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else None
 
@@ -389,21 +437,33 @@ def compare_samples(
     unit: str = "",
     gated: bool = True,
 ) -> MetricComparison:
-    """Judge a timing-like metric (or per-round speedups) from one value per round a side."""
+    """Judge a timing-like metric (or per-round speedups) from one value per round a side.
+
+    Three answers (and improved, the mirror of regressed): *regressed* when the one-sided test
+    reaches ``alpha`` AND the median change is beyond the bound; *unchanged* when the interval at
+    the decision's level (:func:`pytest_mmperf.judge.intervals.shift_interval`) lies within the
+    equivalence band, shown, not assumed; *inconclusive* otherwise, with the reason and what
+    would decide it. Across sessions a timing or a speedup is judged only where the host's drift
+    is known (:meth:`Policy.allowance_for`); elsewhere it is reported, not gated."""
     direction = Direction(direction)
-    threshold = (policy.timing_threshold(metric) if kind == TIMING
-                 else policy.ratio_threshold(metric) if kind == IN_RUN else policy.threshold_for(metric))
+    cross = kind in (TIMING, IN_RUN) and policy.cross_session
+    allowance = policy.allowance_for(metric) if cross else Allowance(0.0, "")
+    bound = policy.log_bound(metric) if kind in (TIMING, IN_RUN) else math.log1p(policy.threshold_for(metric))
+    threshold = math.expm1(bound) if direction is Direction.LOWER else -math.expm1(-bound)
     b = np.asarray(baseline, dtype=float).ravel()
     c = np.asarray(current, dtype=float).ravel()
     finite = bool(np.all(np.isfinite(b)) and np.all(np.isfinite(c)))
     b_med = float(np.median(b)) if b.size and finite else math.nan
     c_med = float(np.median(c)) if c.size and finite else math.nan
+    alpha = policy.alpha
+    label = policy.interval_label
 
     def result(category: Category, change: float, lo: float | None, hi: float | None,
-               p: float | None, reason: str = "", more: bool = False) -> MetricComparison:
+               p: float | None, reason: str = "", more: bool = False, judged: bool = True) -> MetricComparison:
         return MetricComparison(benchmark, metric, kind, category, direction.value, unit, b_med,
-                                c_med, change, lo, hi, policy.confidence, p, threshold, reason, gated,
-                                more, (int(b.size), int(c.size)))
+                                c_med, change, lo, hi, max(0.0, 1.0 - 2.0 * alpha), p, threshold, reason,
+                                gated and judged, more, (int(b.size), int(c.size)),
+                                label if lo is not None else "", allowance.source if allowance.value else "")
 
     if not finite:
         return result(Category.INCONCLUSIVE, math.nan, None, None, None, "a sample is not a finite number")
@@ -411,38 +471,46 @@ def compare_samples(
         change = c_med / b_med - 1 if b.size and c.size and b_med > 0 else math.nan
         return result(Category.INCONCLUSIVE, change, None, None, None,
                       f"too few rounds: {b.size} in the baseline, {c.size} now; "
-                      f"need {policy.min_samples} on each side", more=True)
-    if not b_med > 0 or not c_med > 0:
+                      f"need {policy.min_samples} on each side", more=True, judged=allowance.known)
+    if not b_med > 0 or not c_med > 0 or not (np.all(b > 0) and np.all(c > 0)):
         return result(Category.INCONCLUSIVE, math.nan, None, None, None,
-                      "a median is zero or negative; a relative change is undefined")
-    est = stats.ratio_of_medians(c, b, policy.confidence)
-    change, lo, hi = est.ratio - 1, est.ci_low - 1, est.ci_high - 1
-    if not all(math.isfinite(v) for v in (change, lo, hi)):
+                      "a value is zero or negative; a relative change is undefined", judged=allowance.known)
+    with np.errstate(over="ignore", divide="ignore"):
+        change = c_med / b_med - 1
+    r_lo, r_hi = shift_interval(b, c, alpha)
+    lo, hi = min(r_lo - 1, change), max(r_hi - 1, change)
+    if not math.isfinite(change):
         return result(Category.INCONCLUSIVE, math.nan, None, None, None,
                       "the ratio of the medians is out of floating-point range")
+    shown_lo, shown_hi = (lo, hi) if math.isfinite(hi) else (None, None)
+    if not allowance.known:  # another host, or this one without a drift estimate: reported only
+        return result(Category.INCONCLUSIVE, change, shown_lo, shown_hi, None, allowance.source, judged=False)
     worse_alt, better_alt = ("greater", "less") if direction is Direction.LOWER else ("less", "greater")
     p_worse = _one_sided_p(c, b, worse_alt)
     p_better = _one_sided_p(c, b, better_alt)
-    worse = change if direction is Direction.LOWER else -change
-    alpha = policy.alpha
-    if p_worse < alpha and worse > threshold:
-        return result(Category.REGRESSED, change, lo, hi, p_worse)
-    if p_better < alpha and -worse > threshold:
-        return result(Category.IMPROVED, change, lo, hi, p_worse)
+    log_change = math.log1p(change)
+    worse = log_change if direction is Direction.LOWER else -log_change
+    if p_worse < alpha and worse > bound:
+        return result(Category.REGRESSED, change, shown_lo, shown_hi, p_worse)
+    if p_better < alpha and -worse > bound:
+        return result(Category.IMPROVED, change, shown_lo, shown_hi, p_worse)
     floor = smallest_p(int(b.size), int(c.size))
     if floor >= alpha:
-        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
+        return result(Category.INCONCLUSIVE, change, shown_lo, shown_hi, p_worse,
                       f"{b.size} vs {c.size} rounds cannot reach p < {alpha:.2g} "
                       f"(smallest possible p {floor:.2g}); measure more rounds", more=True)
-    if worse > threshold:
-        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
-                      f"worse than the {threshold:.1%} threshold but not significant "
-                      f"(p = {p_worse:.2g}, need < {alpha:.2g})", more=True)
-    if hi - lo > policy.max_ci_width:
-        return result(Category.INCONCLUSIVE, change, lo, hi, p_worse,
-                      f"too noisy: the CI of the change is {(hi - lo) * 100:.0f} points wide "
-                      f"(limit {policy.max_ci_width * 100:.0f})", more=True)
-    return result(Category.UNCHANGED, change, lo, hi, p_worse)
+    band_lo, band_hi = math.expm1(-bound), math.expm1(bound)
+    if band_lo <= lo and hi <= band_hi:
+        return result(Category.UNCHANGED, change, shown_lo, shown_hi, p_worse)
+    if worse > bound:
+        return result(Category.INCONCLUSIVE, change, shown_lo, shown_hi, p_worse,
+                      f"beyond the {_share(threshold)} bound but not significant "
+                      f"(p = {p_worse:.2g}, need < {alpha:.2g}); more rounds or a quieter machine would decide",
+                      more=True)
+    return result(Category.INCONCLUSIVE, change, shown_lo, shown_hi, p_worse,
+                  f"not shown unchanged: the {label} {_pct(lo)}..{_pct(hi)} reaches beyond the band "
+                  f"{_pct(band_lo)}..{_pct(band_hi)}; more rounds or a quieter machine would decide",
+                  more=True)
 
 
 def compare_exact(
@@ -528,23 +596,29 @@ def _compare_speedup_summaries(
 ) -> MetricComparison:
     """No per-round samples: a drop counts only when the intervals do not overlap."""
     threshold = policy.ratio_threshold(SPEEDUP)
+    allowance = policy.allowance_for(SPEEDUP)
     with np.errstate(all="ignore"):
         change = cs.median / bs.median - 1 if bs.median > 0 else math.nan
         lo = cs.ci_low / bs.ci_high - 1 if bs.ci_high > 0 else math.nan
         hi = cs.ci_high / bs.ci_low - 1 if bs.ci_low > 0 else math.nan
+    gated = True
     if not all(math.isfinite(v) for v in (change, lo, hi)):
         category, reason = Category.INCONCLUSIVE, "speedup medians or intervals are not positive"
+    elif not allowance.known:
+        category, reason, gated = Category.INCONCLUSIVE, allowance.source, False
     elif hi < 0 and -change > threshold:
         category, reason = Category.REGRESSED, "stored intervals do not overlap"
-    elif lo > 0 and change > threshold:
+    elif lo > 0 and change > threshold / (1 - threshold):
         category, reason = Category.IMPROVED, "stored intervals do not overlap"
     elif hi - lo > policy.max_ci_width:
         category, reason = Category.INCONCLUSIVE, "no per-round samples and wide intervals"
     else:
         category, reason = Category.UNCHANGED, ""
+    level = min(bs.confidence, cs.confidence)
     return MetricComparison(benchmark, SPEEDUP, IN_RUN, category, Direction.HIGHER.value, "x",
-                            bs.median, cs.median, change, lo, hi, min(bs.confidence, cs.confidence),
-                            None, threshold, reason)
+                            bs.median, cs.median, change, lo, hi, level,
+                            None, threshold, reason, gated, False, (0, 0),
+                            f"stored {level:.0%} CIs combined", allowance.source if allowance.value else "")
 
 
 def compare_counts(
@@ -556,9 +630,9 @@ def compare_counts(
     v = deterministic.judge_counts(baseline.per_round(), current.per_round(),
                                    lower_is_better=current.direction is Direction.LOWER, threshold=threshold)
     return MetricComparison(benchmark, metric, COUNT, Category(v.category), current.direction.value,
-                            current.unit, v.baseline, v.current, v.change, v.low, v.high, policy.confidence,
+                            current.unit, v.baseline, v.current, v.change, v.low, v.high, 1.0,
                             None, threshold, v.reason, gates(metric, baseline, current), False,
-                            (len(baseline.per_round()), len(current.per_round())))
+                            (len(baseline.per_round()), len(current.per_round())), "range")
 
 
 def _is_timing(name: str) -> bool:
@@ -593,7 +667,7 @@ def _unless_contended(
     m: MetricComparison, base: BenchmarkRecord, cur: BenchmarkRecord, policy: Policy
 ) -> MetricComparison:
     busy = _contention(base, cur) if policy.cross_session else ""
-    if not busy:
+    if not busy or not m.gated:  # not judged across sessions anyway (another host): that reason stays
         return m
     return replace(m, category=Category.INCONCLUSIVE, more_rounds_help=False,
                    reason=f"{busy}: timings across sessions say nothing; bytes and outputs still gate")
@@ -657,9 +731,12 @@ def compare_benchmarks(
 
 
 # -- a whole run -----------------------------------------------------------------------------------
-def statistical_comparisons(rec: BenchmarkRecord, *, gate_absolute: bool = True) -> list[str]:
+def statistical_comparisons(
+    rec: BenchmarkRecord, *, gate_absolute: bool = True, judged: Callable[[str, str], bool] | None = None,
+) -> list[str]:
     """The gated statistical comparisons a baseline entry offers: its testable primary timings
-    (when absolute timings gate) and its speedup."""
+    (when absolute timings gate) and its speedup; ``judged(benchmark, metric)``: False for those
+    that will not be tested (no drift estimate for this host), which take no place in the family."""
     names: list[str] = []
     if gate_absolute:
         for name, m in sorted(rec.metrics.items()):
@@ -667,18 +744,19 @@ def statistical_comparisons(rec: BenchmarkRecord, *, gate_absolute: bool = True)
                 names.append(name)
     if rec.speedup_vs_eager is not None:
         names.append(SPEEDUP)
-    return names
+    return [n for n in names if judged is None or judged(rec.id, n)]
 
 
 def family_size(
-    baseline: RunDocument, ids: Collection[str] | None = None, *, gate_absolute: bool = True
+    baseline: RunDocument, ids: Collection[str] | None = None, *, gate_absolute: bool = True,
+    judged: Callable[[str, str], bool] | None = None,
 ) -> int:
     """How many gated statistical comparisons a run of ``ids`` against ``baseline`` can make."""
     n = 0
     for rec in baseline.benchmarks:
         if ids is not None and rec.id not in ids:
             continue
-        n += len(statistical_comparisons(rec, gate_absolute=gate_absolute))
+        n += len(statistical_comparisons(rec, gate_absolute=gate_absolute, judged=judged))
     return max(1, n)
 
 

@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mmperf.judge import compare, drift
+from pytest_mmperf.judge import allowance, compare, drift
 from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.judge.verdict import Verdict
+from pytest_mmperf.measure import host
 from pytest_mmperf.results import baselines
 from pytest_mmperf.results.fingerprint import differences
 from pytest_mmperf.results.merge import pool_records
@@ -59,7 +60,11 @@ class Gate:
     expected_ids: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic  # the adaptive time budget's clock
+    # the history's earlier sessions on this fingerprint and host: benchmark -> metric -> medians
+    sessions: Mapping[str, Mapping[str, Sequence[float]]] = field(default_factory=dict)
+    host_reason: str = ""  # not "": the baseline is from another or an unknown host (why)
     _family: int | None = field(default=None, repr=False)
+    _allowances: dict[str, dict[str, allowance.Allowance]] = field(default_factory=dict, repr=False)
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -99,8 +104,19 @@ class Gate:
                     )
                     return cls(settings, environment, None, _show(path, rootdir), tuple(expected_ids), notes)
         gate = cls(settings, environment, doc, _show(path, rootdir), tuple(expected_ids), notes)
-        gate.notes.extend(gate.power_notes())
+        gate.host_reason = host_trust(doc, environment, gate.path)
         return gate
+
+    @property
+    def learns(self) -> bool:
+        """Would this host's history teach a drift allowance (same host, the time clock)?"""
+        return self.baseline is not None and not self.host_reason and self.settings.clock == "time"
+
+    def expect(self, benchmark_ids: Sequence[str]) -> None:
+        """The benchmarks this run collected (after -k/-m and sharding; on the xdist controller,
+        every worker's): the family is theirs, computed when first needed after this."""
+        self.expected_ids = tuple(benchmark_ids)
+        self._family = None
 
     def power_notes(self) -> list[str]:
         """Say so when the configured rounds cannot reach the family's alpha even with a perfect
@@ -124,9 +140,31 @@ class Gate:
         if self.baseline is None:
             return 1
         if self._family is None:
+            def judged(bid: str, metric: str) -> bool:
+                return self._policy_for(self.settings, 1, bid).allowance_for(metric).known
+
             self._family = compare.family_size(self.baseline, set(self.expected_ids) or None,
-                                               gate_absolute=self._gate_absolute(self.settings))
+                                               gate_absolute=self._gate_absolute(self.settings), judged=judged)
         return self._family
+
+    def allowances(self, benchmark_id: str) -> dict[str, allowance.Allowance]:
+        """Per metric of one benchmark: the drift allowance learned from this host's sessions, or
+        why there is none (too few sessions under ``auto``; a spread too wide)."""
+        if benchmark_id not in self._allowances:
+            history = self.sessions.get(benchmark_id, {})
+            learned, _ = allowance.learn_all(history)
+            if self.settings.drift_allowance is None:  # auto: no history, no judgement across sessions
+                for metric, values in history.items():
+                    learned.setdefault(metric, allowance.unknown(allowance.no_estimate(len(values))))
+            self._allowances[benchmark_id] = learned
+        return self._allowances[benchmark_id]
+
+    def _policy_for(self, settings: Settings, looks: int, benchmark_id: str | None,
+                    session: Settings | None = None, family: int = 1) -> compare.Policy:
+        return policy_from_settings(
+            settings, family_size=family, looks=looks, session=session,
+            allowances=self.allowances(benchmark_id) if benchmark_id else {}, host_reason=self.host_reason,
+        )
 
     @staticmethod
     def _gate_absolute(s: Settings) -> bool:
@@ -138,14 +176,18 @@ class Gate:
         """How many measurements of one benchmark may be judged: the first and the adaptive ones."""
         return 1 + ((settings or self.settings).adaptive_reruns if adaptive else 0)
 
-    def policy(self, settings: Settings | None = None, looks: int | None = None) -> compare.Policy:
+    def policy(
+        self, settings: Settings | None = None, looks: int | None = None, benchmark_id: str | None = None,
+    ) -> compare.Policy:
         """The decision rule for one benchmark (:func:`policy_from_settings`): its marker's
-        threshold wins over the per-metric mapping, which wins over the session's threshold."""
-        return policy_from_settings(
+        threshold wins over the per-metric mapping, which wins over the session's threshold; its
+        drift allowances are this host's (learned) and the family is the collected run's."""
+        return self._policy_for(
             settings or self.settings,
-            family_size=self.family_size(),
-            looks=self.looks(settings) if looks is None else looks,
+            self.looks(settings) if looks is None else looks,
+            benchmark_id,
             session=self.settings if settings is not None else None,
+            family=self.family_size(),
         )
 
     def check(
@@ -170,7 +212,8 @@ class Gate:
         if base is None:
             return self._inconclusive(record.id, "no baseline entry (a new benchmark)"), record
         s = settings or self.settings
-        policy = self.policy(settings, looks=self.looks(settings, adaptive=rerun is not None))
+        policy = self.policy(settings, looks=self.looks(settings, adaptive=rerun is not None),
+                             benchmark_id=record.id)
         comp = compare.compare_benchmarks(base, record, policy)
         pooled, added = self._adapt(base, record, comp, policy, rerun, s)
         if added:
@@ -250,7 +293,12 @@ class Gate:
             "alpha": policy.alpha,
             "family_size": policy.family_size,
             "looks": policy.looks,
+            "interval": policy.interval_label,
         }
+        not_gated = _not_gated(comp)
+        if not_gated:
+            details["not_gated"] = not_gated
+        tail = f"; not gated: {not_gated}" if not_gated else ""
         if failures:
             message = f"{bid} " + "; ".join(failures) + f" {self._vs(bid)}"
             if confirmations:
@@ -262,24 +310,56 @@ class Gate:
             details["reason"] = reason
             return Verdict(bid, False, f"{bid}: inconclusive: {reason} {self._vs(bid)}", details)
         if category is compare.Category.INCONCLUSIVE:
-            by_reason: dict[str, list[str]] = {}  # one line: metrics with the same reason together
-            for m in comp.gated:
-                if m.category is compare.Category.INCONCLUSIVE:
-                    by_reason.setdefault(m.reason, []).append(m.metric)
-            why = [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
-            details["reason"] = "; ".join(why) or "no comparable metric"
+            details["reason"] = _reasons([m for m in comp.gated if m.category is compare.Category.INCONCLUSIVE]) \
+                or not_gated or "no comparable metric"
             extra = [r for r in reruns if r.startswith("adaptive: extra")]
             if extra:
                 details["reason"] += f" ({extra[-1].removeprefix('adaptive: ')})"
-            return Verdict(bid, False, f"{bid}: inconclusive ({details['reason']}) {self._vs(bid)}", details)
+            fail = self.settings.inconclusive == "fail" and bool(comp.gated)
+            rule = " (--mmperf-inconclusive=fail)" if fail else ""
+            return Verdict(bid, fail, f"{bid}: inconclusive ({details['reason']}){rule} {self._vs(bid)}"
+                           + (tail if details["reason"] != not_gated else ""), details)
         key = _key_metric(comp)
-        shown = f": {key.change_text()}" if key else ""
-        return Verdict(bid, False, f"{bid}: {category.value}{shown} {self._vs(bid)}", details)
+        shown = f": {key.describe()}" if key else ""
+        return Verdict(bid, False, f"{bid}: {category.value}{shown} {self._vs(bid)}{tail}", details)
 
     def _inconclusive(self, bid: str, reason: str) -> Verdict:
         return Verdict(bid, False, f"{bid}: inconclusive ({reason})",
                        {"category": compare.Category.INCONCLUSIVE.value, "reason": reason,
                         "baseline": self.path if self.baseline else None, "metrics": [], "drift": []})
+
+def _reasons(metrics: Sequence[compare.MetricComparison]) -> str:
+    """One line: the metrics with the same reason together."""
+    by_reason: dict[str, list[str]] = {}
+    for m in metrics:
+        by_reason.setdefault(m.reason, []).append(m.metric)
+    return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
+
+
+def _not_gated(comp: compare.BenchmarkComparison) -> str:
+    """The primary timings and speedup this comparison reported without judging, and why
+    (another host, no drift estimate, a spread too wide)."""
+    skipped = [m for m in comp.metrics if not m.gated and m.kind in (compare.TIMING, compare.IN_RUN)
+               and m.category is compare.Category.INCONCLUSIVE and m.reason and compare.is_primary(m.metric)]
+    return _reasons(skipped)
+
+
+def host_trust(doc: RunDocument | None, environment: Mapping[str, Any], path: str) -> str:
+    """Why timings against this baseline cannot be judged across sessions ("" when they can:
+    both name the same host)."""
+    if doc is None:
+        return ""
+    now = environment.get(host.KEY)
+    then = doc.environment.get(host.KEY)
+    way_out = allowance.no_estimate()
+    if now is None:
+        return f"this machine has no host id (no machine id): {way_out}"
+    if then is None:
+        return f"the baseline {path} records no host (made on another or an unknown host): {way_out}"
+    if then != now:
+        return f"the baseline {path} is from host {then}, this is host {now}: {way_out}"
+    return ""
+
 
 def _short_commit(commit: str | None) -> str:
     if not commit:

@@ -8,6 +8,9 @@ allowance means the same thing and has the same default everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from pytest_mmperf.judge.allowance import Allowance
 from pytest_mmperf.judge.compare import Policy
 from pytest_mmperf.settings import Settings
 
@@ -19,6 +22,8 @@ def policy_from_settings(
     looks: int = 1,
     session: Settings | None = None,
     cross_session: bool = True,
+    allowances: Mapping[str, Allowance] | None = None,
+    host_reason: str = "",
 ) -> Policy:
     """The decision rule for one comparison.
 
@@ -27,7 +32,9 @@ def policy_from_settings(
     extra measurements); ``session``: the run's settings when ``settings`` are one benchmark's
     (its marker): a marker ``threshold=`` then applies to every metric of that benchmark, over
     the per-metric thresholds; ``cross_session``: False when both sides were measured in one job
-    (``mmperf ab``), so absolute timings need no drift allowance.
+    (``mmperf ab``), so absolute timings need no drift allowance; ``allowances``: per metric, the
+    drift allowance learned from this host's history (or why none); ``host_reason``: why the
+    baseline's host cannot be trusted for timings ("" when it is this host).
     """
     per_metric = dict(settings.metric_thresholds)
     if session is not None and settings.threshold != session.threshold:
@@ -41,4 +48,6 @@ def policy_from_settings(
         drift_allowance=settings.drift_allowance,
         gate_absolute=settings.gate_absolute_timings,
         cross_session=cross_session,
+        allowances=dict(allowances or {}),
+        host_reason=host_reason,
     )

@@ -17,18 +17,31 @@ def comparison_lines(gate: Gate, verdicts: Sequence[Verdict]) -> list[str]:
     lines = [f"pytest-mmperf comparison: {len(verdicts)} benchmark(s)"]
     lines += [f"  {n}" for n in gate.notes]
     if gate.baseline is not None:
+        lines += [f"  {n}" for n in gate.power_notes()]  # after collection: the run's own family
+        policy = gate.policy()
         lines.append(
             f"  baseline {gate.path} @ {gate.commit}; regression = Mann-Whitney p < "
-            f"{gate.policy().alpha:.2g} (Bonferroni: {gate.settings.compare_confidence:.0%} over "
-            f"{gate.family_size()} comparisons x {gate.policy().looks} looks) AND beyond the threshold "
-            f"({gate.settings.threshold:.0%}; absolute timings "
-            f"{gate.policy().timing_threshold('latency_ms'):.1%} for cross-session drift)"
+            f"{policy.alpha:.2g} (Bonferroni: {gate.settings.compare_confidence:.0%} over "
+            f"{gate.family_size()} comparisons of the {len(gate.expected_ids) or 'baseline'} collected "
+            f"benchmark(s) x {policy.looks} looks) AND beyond the threshold ({gate.settings.threshold:.0%}); "
+            f"unchanged = the {policy.interval_label} within the band"
         )
+        lines.append("  " + _time_rule(gate))
     counts = {c.value: 0 for c in compare.Category}
     for v in verdicts:
         cat = str(v.details.get("category", "inconclusive"))
         counts[cat] = counts.get(cat, 0) + 1
-    lines.append("  " + ", ".join(f"{counts[c.value]} {c.value}" for c in compare.Category))
+    mode = gate.settings.inconclusive
+    lines.append("  " + ", ".join(f"{counts[c.value]} {c.value}" for c in compare.Category)
+                 + f" (inconclusive {'fails' if mode == 'fail' else 'passes'}: --mmperf-inconclusive={mode})")
+    not_gated: dict[str, int] = {}
+    for v in verdicts:
+        for part in str(v.details.get("not_gated") or "").split("; "):
+            if part:
+                reason = part.split(": ", 1)[-1]
+                not_gated[reason] = not_gated.get(reason, 0) + 1
+    for reason, n in not_gated.items():
+        lines.append(f"  not gated in {n} benchmark(s): timings across sessions: inconclusive: {reason}")
     q_by_verdict = _q_values(verdicts)
     rows = [["benchmark", "verdict", "detail", "BH q"]]
     for v in sorted(verdicts, key=lambda v: v.benchmark):
@@ -49,6 +62,25 @@ def comparison_lines(gate: Gate, verdicts: Sequence[Verdict]) -> list[str]:
     return lines
 
 
+def _time_rule(gate: Gate) -> str:
+    """How absolute timings and speedups across sessions were judged in this run, and why."""
+    if gate.host_reason:
+        return (f"timings and speedups across sessions not gated: {gate.host_reason}; "
+                "bytes, output drift and counts gate")
+    learned = [(bid, a) for bid in gate.expected_ids for a in gate.allowances(bid).values() if a.sessions]
+    if learned:
+        values = sorted(a.value for _, a in learned if a.value is not None)
+        wide = sum(1 for _, a in learned if a.too_wide)
+        span = f"{values[0]:.0%}..{values[-1]:.0%}" if values else "none usable"
+        return (f"drift allowances learned from this host's history: {span} over {len(learned) - wide} metric(s)"
+                + (f"; {wide} too wide to judge (inconclusive)" if wide else ""))
+    a = gate.policy().allowance_for("latency_ms")
+    if a.known:
+        bound = gate.policy().timing_threshold("latency_ms")
+        return f"absolute timings across sessions regress beyond {bound:.1%} ({a.source})"
+    return f"timings and speedups across sessions not gated: {a.source}"
+
+
 def detail_text(v: Verdict) -> str:
     """One cell: what decided a verdict (drift, the regressed metrics, the reason, the key change)."""
     metrics = v.details.get("metrics") or []
@@ -63,15 +95,19 @@ def detail_text(v: Verdict) -> str:
     if cat == "improved":
         good = [m for m in metrics if m.get("category") == "improved" and m.get("gated")]
         return "; ".join(_metric_text(m) for m in good)
-    pick = next((m for m in metrics if m.get("metric") in (SPEEDUP, "latency_ms")), None)
-    return _metric_text(pick) if pick else ""
+    pick = next((m for m in metrics if m.get("metric") in (SPEEDUP, "latency_ms") and m.get("gated")), None)
+    shown = _metric_text(pick) if pick else ""
+    if v.details.get("not_gated"):
+        shown = "; ".join(p for p in (shown, "timings not gated (see above)") if p)
+    return shown
 
 
 def _metric_text(m: Mapping[str, Any]) -> str:
     def pct(x: Any) -> str:
         return "?" if x is None else f"{float(x) * 100:+.1f}%"
 
-    ci = f" [{pct(m.get('ci_low'))}..{pct(m.get('ci_high'))}]" if m.get("ci_low") is not None else ""
+    label = f"{m.get('interval')} " if m.get("interval") else ""
+    ci = f" [{label}{pct(m.get('ci_low'))}..{pct(m.get('ci_high'))}]" if m.get("ci_low") is not None else ""
     return f"{m.get('metric')} {pct(m.get('change'))}{ci}"
 
 
