@@ -156,10 +156,18 @@ def pytest_collection_modifyitems(
             benches = [item for item in benches if item.nodeid in keep]
     run = config.stash.get(SESSION_KEY, None)
     if run is not None:
-        run.expect(item.nodeid for item in benches)
         for item in benches:
             marker = item.get_closest_marker(MARKER)
             item.stash[PLAN_KEY] = run.plan(dict(marker.kwargs) if marker else {})
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """After every plugin's deselection (-k, -m, shards): the benchmarks this process will run are
+    the Bonferroni family's (on an xdist controller, which collects nothing, the hook below)."""
+    run = session.config.stash.get(SESSION_KEY, None)
+    if run is not None:
+        run.expect(item.nodeid for item in session.items if _is_benchmark(item))
 
 
 class _Worker(Protocol):  # what this plugin reads of pytest-xdist's WorkerController (xdist is optional)

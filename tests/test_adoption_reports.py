@@ -8,6 +8,7 @@ import pytest
 from gate_data import ENV, rec
 from history_data import make_doc
 
+from pytest_mmperf.judge.compare import Policy
 from pytest_mmperf.judge.gate import Gate
 from pytest_mmperf.report import benchmark_json, export, markdown, verdicts
 from pytest_mmperf.report.progress import Progress, duration_text
@@ -21,7 +22,8 @@ from pytest_mmperf.settings import Settings
 def gate(tmp_path):
     base = RunDocument(ENV, (rec("t.py::a", 10), rec("t.py::b", 10), rec("t.py::c", 10)), commit="abcdef1234567")
     baselines.save(base, tmp_path / "baselines")
-    return Gate.open(Settings(compare=True), tmp_path, ENV, ["t.py::a", "t.py::b", "t.py::c"])
+    # a host whose drift is configured: timings are judged across sessions
+    return Gate.open(Settings(compare=True, drift_allowance=0.5), tmp_path, ENV, ["t.py::a", "t.py::b", "t.py::c"])
 
 
 def test_markdown_leads_with_changes_and_collapses_unchanged(gate):
@@ -37,7 +39,7 @@ def test_markdown_leads_with_changes_and_collapses_unchanged(gate):
 
 
 def test_results_document_carries_each_verdict(gate, tmp_path):
-    run = RunSession(Settings(compare=True), tmp_path)
+    run = RunSession(Settings(compare=True, drift_allowance=0.5), tmp_path)
     run.environment = dict(ENV)
     run.gate = gate
     for r in (rec("t.py::a", 10, seed=1), rec("t.py::b", 20, seed=2)):
@@ -58,9 +60,14 @@ def test_results_document_carries_each_verdict(gate, tmp_path):
 def test_verdict_rows_from_a_baseline():
     base = make_doc("a" * 40, seed=1)
     slow = make_doc("b" * 40, seed=2, factor=1.6)
-    rows = verdicts.verdict_rows(slow, base)
+    # these documents record no host: +60% latency is reported, not judged across them
+    untrusted = verdicts.verdict_rows(slow, base)
+    assert untrusted and verdicts.counts(untrusted)["regressed"] == 0
+    assert any("no drift estimate for this host" in r.detail for r in untrusted)
+    known = Policy(drift_allowance=0.5)  # a host whose drift its owner configured
+    rows = verdicts.verdict_rows(slow, base, policy=known)
     assert rows and all(r.category == "regressed" and r.source == "baseline" for r in rows)
-    same = verdicts.verdict_rows(make_doc("c" * 40, seed=3), base)
+    same = verdicts.verdict_rows(make_doc("c" * 40, seed=3), base, policy=known)
     assert verdicts.counts(same)["regressed"] == 0
 
 

@@ -112,7 +112,14 @@ def test_cli_baseline_and_compare(tmp_path, capsys):
         "latency_ms": MetricRecord.from_samples("latency_ms", [20 + 0.1 * i for i in range(10)])}),)).dumps())
     atomic.write_text(bad, "{nope")
     assert main(["compare", str(a), str(a)]) == 0
-    assert main(["compare", str(a), str(b)]) == 1
+    # these documents record no host: +100% is reported, not judged; bytes and outputs would gate
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "timings and speedups not gated" in capsys.readouterr().out
+    for doc in (a, b):  # the same host, with a drift its owner configured: judged
+        data = json.loads(doc.read_text())
+        data["environment"]["host_id"] = "host-a"
+        atomic.write_text(doc, json.dumps(data))
+    assert main(["compare", str(a), str(b), "--drift-allowance", "50%"]) == 1
     assert "latency_ms median +" in capsys.readouterr().out
     assert main(["compare", str(a), str(bad)]) == 2
     err = capsys.readouterr().err

@@ -10,7 +10,6 @@ from pytest_mmperf.results import baselines
 from pytest_mmperf.results.records import DocumentError, RunDocument
 from pytest_mmperf.settings import Settings
 
-
 KNOWN = Settings(compare=True, drift_allowance=0.5)
 
 

@@ -291,6 +291,7 @@ class MetricComparison:
     rounds: tuple[int, int] = (0, 0)  # per-round values tested: (baseline, current)
     interval: str = ""  # what the interval is: "99.998% simultaneous CI", "range", "99% CI" (stored)
     allowance: str = ""  # the drift allowance in the threshold: "allowance 11% from 9 sessions", ...
+    untrusted: bool = False  # not judged: the host's drift across sessions is unknown (``reason`` says why)
 
     @property
     def worse_by(self) -> float:
@@ -354,6 +355,7 @@ class MetricComparison:
             "rounds": list(self.rounds),
             "interval": self.interval,
             "allowance": self.allowance,
+            "untrusted": self.untrusted,
         }
 
 
@@ -463,7 +465,8 @@ def compare_samples(
         return MetricComparison(benchmark, metric, kind, category, direction.value, unit, b_med,
                                 c_med, change, lo, hi, max(0.0, 1.0 - 2.0 * alpha), p, threshold, reason,
                                 gated and judged, more, (int(b.size), int(c.size)),
-                                label if lo is not None else "", allowance.source if allowance.value else "")
+                                label if lo is not None else "", allowance.source if allowance.value else "",
+                                not judged)
 
     if not finite:
         return result(Category.INCONCLUSIVE, math.nan, None, None, None, "a sample is not a finite number")
@@ -471,7 +474,7 @@ def compare_samples(
         change = c_med / b_med - 1 if b.size and c.size and b_med > 0 else math.nan
         return result(Category.INCONCLUSIVE, change, None, None, None,
                       f"too few rounds: {b.size} in the baseline, {c.size} now; "
-                      f"need {policy.min_samples} on each side", more=True, judged=allowance.known)
+                      f"need {policy.min_samples} on each side", more=allowance.known, judged=allowance.known)
     if not b_med > 0 or not c_med > 0 or not (np.all(b > 0) and np.all(c > 0)):
         return result(Category.INCONCLUSIVE, math.nan, None, None, None,
                       "a value is zero or negative; a relative change is undefined", judged=allowance.known)
@@ -618,7 +621,8 @@ def _compare_speedup_summaries(
     return MetricComparison(benchmark, SPEEDUP, IN_RUN, category, Direction.HIGHER.value, "x",
                             bs.median, cs.median, change, lo, hi, level,
                             None, threshold, reason, gated, False, (0, 0),
-                            f"stored {level:.0%} CIs combined", allowance.source if allowance.value else "")
+                            f"stored {level:.0%} CIs combined", allowance.source if allowance.value else "",
+                            not allowance.known)
 
 
 def compare_counts(

@@ -295,9 +295,10 @@ class Gate:
             "looks": policy.looks,
             "interval": policy.interval_label,
         }
-        not_gated = _not_gated(comp)
+        not_gated = not_gated_text(comp)
         if not_gated:
             details["not_gated"] = not_gated
+            details["not_gated_reasons"] = sorted({m.reason for m in _untrusted(comp)})
         tail = f"; not gated: {not_gated}" if not_gated else ""
         if failures:
             message = f"{bid} " + "; ".join(failures) + f" {self._vs(bid)}"
@@ -336,12 +337,19 @@ def _reasons(metrics: Sequence[compare.MetricComparison]) -> str:
     return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
 
 
-def _not_gated(comp: compare.BenchmarkComparison) -> str:
+def not_gated_text(comp: compare.BenchmarkComparison) -> str:
     """The primary timings and speedup this comparison reported without judging, and why
     (another host, no drift estimate, a spread too wide)."""
-    skipped = [m for m in comp.metrics if not m.gated and m.kind in (compare.TIMING, compare.IN_RUN)
-               and m.category is compare.Category.INCONCLUSIVE and m.reason and compare.is_primary(m.metric)]
-    return _reasons(skipped)
+    return _reasons(_untrusted(comp))
+
+
+def _untrusted(comp: compare.BenchmarkComparison) -> list[compare.MetricComparison]:
+    return [m for m in comp.metrics if m.untrusted and gates_if_trusted(m)]
+
+
+def gates_if_trusted(m: compare.MetricComparison) -> bool:
+    """Would this metric gate on a host whose drift is known? (primary, not reported-only)"""
+    return compare.is_primary(m.metric) and m.reason != "" and m.kind in (compare.TIMING, compare.IN_RUN)
 
 
 def host_trust(doc: RunDocument | None, environment: Mapping[str, Any], path: str) -> str:

@@ -36,10 +36,8 @@ def comparison_lines(gate: Gate, verdicts: Sequence[Verdict]) -> list[str]:
                  + f" (inconclusive {'fails' if mode == 'fail' else 'passes'}: --mmperf-inconclusive={mode})")
     not_gated: dict[str, int] = {}
     for v in verdicts:
-        for part in str(v.details.get("not_gated") or "").split("; "):
-            if part:
-                reason = part.split(": ", 1)[-1]
-                not_gated[reason] = not_gated.get(reason, 0) + 1
+        for reason in v.details.get("not_gated_reasons") or []:
+            not_gated[str(reason)] = not_gated.get(str(reason), 0) + 1
     for reason, n in not_gated.items():
         lines.append(f"  not gated in {n} benchmark(s): timings across sessions: inconclusive: {reason}")
     q_by_verdict = _q_values(verdicts)

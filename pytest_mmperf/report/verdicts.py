@@ -15,10 +15,11 @@ category: it is what a lever breaks silently.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_mmperf.judge import compare
+from pytest_mmperf.judge.gate import host_trust, not_gated_text
 from pytest_mmperf.judge.verdict import Verdict
 from pytest_mmperf.report.comparison import detail_text
 from pytest_mmperf.report.model import Trend
@@ -74,6 +75,9 @@ def _from_baseline(b: BenchmarkRecord, base: BenchmarkRecord, policy: compare.Po
     category = comp.category.value
     decided = [m for m in comp.gated if m.category is comp.category] or list(comp.gated)
     detail = "; ".join(m.describe() for m in decided[:3])
+    untimed = not_gated_text(comp)
+    if untimed:
+        detail = "; ".join(p for p in (detail, f"not gated: {untimed}") if p)
     return VerdictRow(b.id, workload(b), lever(b), tuple(m.metric for m in decided), category, detail,
                       "baseline")
 
@@ -103,8 +107,12 @@ def verdict_rows(
     """One row per benchmark of ``latest`` that something judged, most important first."""
     base = baseline.by_id() if baseline is not None else {}
     if policy is None and baseline is not None:
+        # the gate's rule: timings across the two documents only where both name this host and
+        # its drift is known (a report has no history: not across documents without a configured one)
         ids = [b.id for b in latest.benchmarks]
-        policy = compare.Policy(family_size=compare.family_size(baseline, ids))
+        trust = compare.Policy(host_reason=host_trust(baseline, latest.environment, "the baseline document"))
+        family = compare.family_size(baseline, ids, judged=lambda _b, m: trust.allowance_for(m).known)
+        policy = replace(trust, family_size=family)
     by_bench: dict[str, list[Trend]] = {}
     for t in trends:
         by_bench.setdefault(t.series.benchmark, []).append(t)
