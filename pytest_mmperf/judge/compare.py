@@ -41,17 +41,24 @@ Paired rounds (base and head measured back to back, ``mmperf ab`` in lockstep) a
 
 **Decision** (a regression needs a significant difference AND a practical one):
 
-* *regressed*: ``p < alpha`` and the median change is worse than the threshold; *improved*
+* *regressed*: ``p < alpha`` and the median change is beyond the bound (log-symmetric for timings
+  and ratios: a timing regresses beyond ``+X`` and improves beyond ``1/(1+X) - 1``); *improved*
   symmetrically;
-* *inconclusive* means "these rounds cannot decide", and the gate then measures more rounds
-  (:attr:`MetricComparison.more_rounds_help`): fewer than ``min_samples`` rounds a side; so few
-  rounds that even a perfect separation could not reach ``alpha`` (smallest one-sided p
+* *unchanged*, shown and not assumed: the interval at the decision's level (the one-sided tests
+  at ``alpha`` inverted, :mod:`pytest_mmperf.judge.intervals`: two-sided ``1 - 2 alpha``,
+  "simultaneous" under the correction) lies within the equivalence band ``[1/(1+X), 1+X]``;
+* *inconclusive* otherwise, with the reason and what would decide it; the gate then measures more
+  rounds (:attr:`MetricComparison.more_rounds_help`): fewer than ``min_samples`` rounds a side; so
+  few rounds that even a perfect separation could not reach ``alpha`` (smallest one-sided p
   ``1 / C(n1 + n2, n1)``, computed in log space so that 10^5 samples do not overflow); a change
-  beyond the threshold that is not significant; a CI of the change wider than ``max_ci_width``.
-  It is also the answer when nothing can be tested (no round grouping, a median that is zero or
-  negative): a reason, never a traceback, never a pass and never a failure;
-* *unchanged* otherwise: the test could have reached ``alpha`` and the change stays within the
-  threshold.
+  beyond the bound that is not significant; an interval reaching beyond the band. It is also the
+  answer when nothing can be tested (no round grouping, a value that is zero or negative): a
+  reason, never a traceback, never a pass and never a failure.
+
+Across sessions a timing or a speedup is judged only where the host's drift is known
+(:meth:`Policy.allowance_for`, :mod:`pytest_mmperf.judge.allowance`): a baseline from another host
+(the environment's ``host_id``) or a host without a drift estimate leaves it *reported, not gated*
+(``gated=False``, ``untrusted=True``, the reason and the way out), outside the family.
 
 **Multiplicity.** Decisions are made per test while the suite runs, so the correction must be
 valid online, in any order: Bonferroni over the family known at collection (the gated primary
@@ -70,17 +77,11 @@ an unknown share of the CPUs, which no allowance bounds, and the arms of a speed
 shares. Bytes and output drift still gate; ``mmperf ab`` (one job) is not concerned.
 
 **Thresholds.** The practical threshold (default 5%, per metric with ``metric_thresholds``) holds
-for in-run ratios and bytes. An absolute timing compared with a baseline from another session
-also carries the machine's process-to-process drift: the whole process runs faster or slower (on
-the shared 2-core VM of this project: +26..34% for a baseline saved a minute earlier, up to +41%
-within 15 minutes), which no number of rounds averages away. Such a timing regresses only beyond
-``(1 + threshold) * (1 + drift_allowance) - 1`` (default 57.5%): a bound on the drift composed with
-the effect that matters. Ratios measured inside one run (``speedup_vs_eager``: eager and
-optimized rounds interleaved) cancel the machine's drift within the run but not all of the
-process's: across sessions they drift less than timings but more than the threshold (measured:
-:data:`RATIO_DRIFT_ALLOWANCE`), so a speedup regresses across sessions only when it drops by more
-than ``1 - (1 - threshold) / (1 + min(drift_allowance, 20%))`` (20.8% by default).
-``mmperf ab``, whose sides run in one job, sets ``cross_session=False``: the plain threshold.
+for bytes and counts, and for timings and ratios within one job (``mmperf ab``,
+``cross_session=False``). Across sessions it is composed with the drift allowance on the log
+scale, ``log(1 + threshold) + log(1 + allowance)``: learned from this host's history, or
+configured (``drift_allowance``; a speedup's capped at :data:`RATIO_DRIFT_ALLOWANCE`, measured:
+the in-run speedups of an unchanged quiet rerun moved -18..+43% across sessions).
 """
 
 from __future__ import annotations
@@ -329,10 +330,14 @@ class MetricComparison:
             return f"{text} {bound} {self.threshold_text()}{p}"
         if self.category is Category.INCONCLUSIVE:
             return f"{text}: inconclusive ({self.reason})"
+        return f"{text}: {self.category.value}{self.band_text()}"
+
+    def band_text(self) -> str:
+        """`` (within the band -36.5%..+57.5%)`` for a timing or a speedup shown unchanged."""
         if self.category is Category.UNCHANGED and self.kind in (TIMING, IN_RUN) and self.ci_low is not None:
             lo, hi = self.band
-            return f"{text}: unchanged (within the band {_pct(lo)}..{_pct(hi)})"
-        return f"{text}: {self.category.value}"
+            return f" (within the band {_pct(lo)}..{_pct(hi)})"
+        return ""
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,6 +1,9 @@
 """The regression gate of ``--mmperf-compare``: the baseline of this environment, judged per test.
 
-:meth:`Gate.open` loads ``<baseline_dir>/<fingerprint>.json`` once, after collection:
+:meth:`Gate.open` loads ``<baseline_dir>/<fingerprint>.json`` once, at session start (an xdist
+controller never collects); the Bonferroni family is computed later, when first needed after
+:meth:`Gate.expect` has the benchmarks this run collected (after ``-k``/``-m``/shards; on the
+controller every worker's):
 
 * no baseline for this fingerprint: the gate still opens; every benchmark gets the verdict
   *inconclusive (no baseline)*, which passes, and the summary says
@@ -15,11 +18,15 @@
 :meth:`Gate.check` compares one record with its baseline entry through
 :func:`pytest_mmperf.judge.compare.compare_benchmarks` (per-round statistics on the primary
 metrics, thresholds, the drift allowance for absolute timings, Bonferroni over the run's family and
-the looks) and :func:`pytest_mmperf.judge.drift.compare_outputs` (output fingerprints), and returns
-a :class:`Verdict`; it fails only for a regression or an output drift.
+the looks). Timings and speedups are judged across sessions only against a baseline of this host
+(:func:`host_trust`) whose drift is known: learned from the history's earlier sessions here
+(:attr:`Gate.sessions`, read by the session; :mod:`pytest_mmperf.judge.allowance`) or configured;
+elsewhere they are reported, not gated, and the verdict says why. Output fingerprints go through
+:func:`pytest_mmperf.judge.drift.compare_outputs`. It returns a :class:`Verdict`; it fails only for
+a regression, an output drift, or (``--mmperf-inconclusive=fail``) a gated metric left undecided.
 
 Adaptive rounds: when a gated metric is inconclusive because the rounds cannot decide (too few,
-a change beyond the threshold that is not yet significant, too wide a CI) and a ``rerun``
+a change beyond the threshold that is not yet significant, an interval reaching beyond the band) and a ``rerun``
 callable is given, the benchmark is measured again (up to ``adaptive_reruns`` times, within
 ``adaptive_time`` seconds per benchmark), its rounds pooled with the first measurement's, and
 judged again; every look is paid for in ``alpha`` (Bonferroni over the looks). With
@@ -321,7 +328,7 @@ class Gate:
             return Verdict(bid, fail, f"{bid}: inconclusive ({details['reason']}){rule} {self._vs(bid)}"
                            + (tail if details["reason"] != not_gated else ""), details)
         key = _key_metric(comp)
-        shown = f": {key.describe()}" if key else ""
+        shown = f": {key.change_text()}{key.band_text()}" if key else ""
         return Verdict(bid, False, f"{bid}: {category.value}{shown} {self._vs(bid)}{tail}", details)
 
     def _inconclusive(self, bid: str, reason: str) -> Verdict:
