@@ -17,7 +17,8 @@ TRIALS = 200
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    policy = Policy(family_size=330, looks=3)
+    # the plain threshold: one job, or a host whose drift is known to be nil (no cross-session allowance)
+    policy = Policy(family_size=330, looks=3, cross_session=False)
     print(f"alpha {policy.alpha:.2g}; regressed in {TRIALS} trials")
     for cv in (0.03, 0.05):
         for n in (12, 24):
