@@ -471,7 +471,7 @@ def compare_samples(
                                 c_med, change, lo, hi, max(0.0, 1.0 - 2.0 * alpha), p, threshold, reason,
                                 gated and judged, more, (int(b.size), int(c.size)),
                                 label if lo is not None else "", allowance.source if allowance.value else "",
-                                not judged)
+                                gated and not judged)  # untrusted: it would gate where the drift is known
 
     if not finite:
         return result(Category.INCONCLUSIVE, math.nan, None, None, None, "a sample is not a finite number")
@@ -758,15 +758,16 @@ def statistical_comparisons(
 
 def family_size(
     baseline: RunDocument, ids: Collection[str] | None = None, *, gate_absolute: bool = True,
-    judged: Callable[[str, str], bool] | None = None,
+    judged: Callable[[str, str], bool] | None = None, at_least_one: bool = True,
 ) -> int:
-    """How many gated statistical comparisons a run of ``ids`` against ``baseline`` can make."""
+    """How many gated statistical comparisons a run of ``ids`` against ``baseline`` can make
+    (at least 1 for a Bonferroni divisor; ``at_least_one=False``: the count, for a summary)."""
     n = 0
     for rec in baseline.benchmarks:
         if ids is not None and rec.id not in ids:
             continue
         n += len(statistical_comparisons(rec, gate_absolute=gate_absolute, judged=judged))
-    return max(1, n)
+    return max(1, n) if at_least_one else n
 
 
 def compare_documents(

@@ -151,8 +151,14 @@ class Gate:
                 return self._policy_for(self.settings, 1, bid).allowance_for(metric).known
 
             self._family = compare.family_size(self.baseline, set(self.expected_ids) or None,
-                                               gate_absolute=self._gate_absolute(self.settings), judged=judged)
-        return self._family
+                                               gate_absolute=self._gate_absolute(self.settings), judged=judged,
+                                               at_least_one=False)
+        return max(1, self._family)
+
+    def statistical_comparisons(self) -> int:
+        """The family's true size (0 when no timing or speedup is tested: another host)."""
+        self.family_size()
+        return self._family or 0
 
     def allowances(self, benchmark_id: str) -> dict[str, allowance.Allowance]:
         """Per metric of one benchmark: the drift allowance learned from this host's sessions, or

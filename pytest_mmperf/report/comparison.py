@@ -22,7 +22,7 @@ def comparison_lines(gate: Gate, verdicts: Sequence[Verdict]) -> list[str]:
         lines.append(
             f"  baseline {gate.path} @ {gate.commit}; regression = Mann-Whitney p < "
             f"{policy.alpha:.2g} (Bonferroni: {gate.settings.compare_confidence:.0%} over "
-            f"{gate.family_size()} comparisons of the {len(gate.expected_ids) or 'baseline'} collected "
+            f"{gate.statistical_comparisons()} comparisons of the {len(gate.expected_ids) or 'baseline'} collected "
             f"benchmark(s) x {policy.looks} looks) AND beyond the threshold ({gate.settings.threshold:.0%}); "
             f"unchanged = the {policy.interval_label} within the band"
         )
