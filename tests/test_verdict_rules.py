@@ -245,6 +245,14 @@ def test_the_gate_uses_the_learned_allowance_and_says_so(tmp_path) -> None:
     assert not ok.failed and ok.details["category"] == "unchanged"
 
 
+def test_allowances_are_learned_for_timings_and_the_speedup_only(tmp_path) -> None:
+    gate = _gate(tmp_path, ENV)
+    steady = [100.0] * 9
+    gate.sessions = {"t.py::a": {"latency_ms": _history(9, 0.01), "peak_memory_bytes": steady,
+                                 "cpu_wall_ratio": steady, compare.SPEEDUP: _history(9, 0.01, seed=1)}}
+    assert sorted(gate.allowances("t.py::a")) == ["latency_ms", compare.SPEEDUP]
+
+
 def test_a_spread_too_wide_is_inconclusive_with_the_way_out(tmp_path) -> None:
     gate = _gate(tmp_path, ENV)
     gate.sessions = {"t.py::a": {"latency_ms": _history(10, 0.3)}}

@@ -644,11 +644,15 @@ def compare_counts(
                             (len(baseline.per_round()), len(current.per_round())), "range")
 
 
-def _is_timing(name: str) -> bool:
+def is_timing(name: str) -> bool:
+    """A duration (``*_ms``, ``*_s``): judged by the test, across sessions with a drift allowance."""
     try:
         return unit_of(name).timing
     except MetricNameError:
         return False
+
+
+_is_timing = is_timing
 
 
 def _compare_timing(base: BenchmarkRecord, cur: BenchmarkRecord, name: str, policy: Policy) -> MetricComparison:

@@ -164,7 +164,9 @@ class Gate:
         """Per metric of one benchmark: the drift allowance learned from this host's sessions, or
         why there is none (too few sessions under ``auto``; a spread too wide)."""
         if benchmark_id not in self._allowances:
-            history = self.sessions.get(benchmark_id, {})
+            # only what crosses sessions with the host's drift: timings and the in-run speedup
+            history = {m: v for m, v in self.sessions.get(benchmark_id, {}).items()
+                       if m == SPEEDUP or compare.is_timing(m)}
             learned, _ = allowance.learn_all(history)
             if self.settings.drift_allowance is None:  # auto: no history, no judgement across sessions
                 for metric, values in history.items():
