@@ -344,3 +344,41 @@ def test_drift_allowance_reads_auto_or_a_fraction() -> None:
     assert resolve({"drift_allowance": "12%"}, {}, env={}).drift_allowance == 0.12
     with pytest.raises(UsageError, match="--mmperf-drift-allowance: 'lots' is not allowed"):
         resolve({"drift_allowance": "lots"}, {}, env={})
+
+
+def test_the_session_reads_this_hosts_sessions_from_the_history(tmp_path) -> None:
+    """RunSession.open_gate -> the history's earlier sessions on this fingerprint and host -> a
+    learned allowance; sessions of another host are not counted."""
+    from pytest_mmperf.history import open_store
+    from pytest_mmperf.session import RunSession
+
+    baselines.save(RunDocument(ENV, (rec("t.py::a", 10),), commit="abc"), tmp_path / "baselines")
+    with open_store("sqlite:///h.db", tmp_path) as store:
+        for i, ms in enumerate(_history(10, 0.01)):
+            hid = ENV["host_id"] if i < 9 else "host-b"
+            store.record_run(RunDocument({**ENV, "host_id": hid}, (rec("t.py::a", ms, seed=i),), commit=f"c{i}",
+                                         created=f"2026-01-{i + 1:02d}T00:00:00+00:00"))
+    run = RunSession(Settings(compare=True, history=f"sqlite:///{tmp_path / 'h.db'}"), tmp_path)
+    run.environment = dict(ENV)
+    run.open_gate()
+    assert run.gate is not None and len(run.gate.sessions["t.py::a"]["latency_ms"]) == 9
+    assert run.gate.allowances("t.py::a")["latency_ms"].source.endswith("from 9 sessions")
+    missing = RunSession(Settings(compare=True, history=f"sqlite:///{tmp_path / 'none.db'}"), tmp_path)
+    missing.environment = dict(ENV)
+    missing.open_gate()  # no history yet: nothing learned, nothing said, the file is not created
+    assert missing.gate is not None and missing.gate.sessions == {} and not (tmp_path / "none.db").exists()
+    assert missing.messages == []
+
+
+def test_mmperf_compare_can_fail_on_inconclusive(tmp_path, capsys) -> None:
+    from pytest_mmperf.cli import main
+
+    noisy = [10.0 * f for f in (1, 3, 0.4, 2, 1.5, 0.7, 5, 1, 0.9, 2.5, 1.2, 0.5)]
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(RunDocument(ENV, (rec("t.py::a", 10),)).dumps())
+    b.write_text(RunDocument(ENV, (BenchmarkRecord("t.py::a", "llm", "t2t", (), "tiny", "cpu", 1, {
+        "latency_ms": MetricRecord.from_samples("latency_ms", noisy)}, quality=rec("t.py::a", 10).quality),)).dumps())
+    assert main(["compare", str(a), str(b), "--drift-allowance", "50%"]) == 0
+    assert "inconclusive" in capsys.readouterr().out
+    assert main(["compare", str(a), str(b), "--drift-allowance", "50%", "--inconclusive", "fail"]) == 1
+    assert "inconclusive fails (--inconclusive fail)" in capsys.readouterr().out
