@@ -24,7 +24,7 @@ from pytest_mmperf.judge.checks import check_bound
 from pytest_mmperf.measure import contention
 from pytest_mmperf.measure.clocks import Clock
 from pytest_mmperf.measure.contention import ContentionMonitor
-from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe
+from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe, ResidentGauge
 from pytest_mmperf.measure.memory.host import PROCESS_PEAK_RSS
 from pytest_mmperf.measure.memory.nvml import DEVICE_STATE_METRICS
 from pytest_mmperf.measure.sampler import PHASE_COST, ArmSamples, PhaseLog, RoundPlan, Sampler
@@ -85,6 +85,7 @@ class Mmperf:
         device: str,
         accountant_factory: Callable[[], MemoryAccountant | None] | None = None,
         monitor_factory: Callable[[], ContentionMonitor | None] | None = None,
+        resident_factory: Callable[[], ResidentGauge | None] | None = None,
         describe: Mapping[str, Any] | None = None,
         disabled: bool = False,
     ) -> None:
@@ -112,6 +113,14 @@ class Mmperf:
         self.profile: dict[str, Any] | None = None
         self.roofline: dict[str, Any] | None = None
         self.measured = False
+        # started now, before the test body builds its models: read after the warm-up calls
+        # (resident_memory_bytes); not under callgrind (two heap walks there cost seconds and
+        # the instruction clock gates counts) nor with measuring disabled
+        self._resident: ResidentGauge | None = None
+        if resident_factory is not None and not disabled and settings.clock != "instructions":
+            self._resident = resident_factory()
+            if self._resident is not None:
+                self._resident.start()
         if describe:
             self.describe(**describe)
 
@@ -190,6 +199,7 @@ class Mmperf:
             monitor=self._monitor_factory() if self._monitor_factory and not instructions else None,
             before_round=before_round,
             after_round=after_round,
+            resident=self._resident,
         )
 
     def phase(self, name: str) -> AbstractContextManager[None]:
