@@ -651,3 +651,6 @@ def test_pairs_are_added_while_undecided_within_the_repeats_and_the_time_budget(
     assert next_pair(4, options, open_, [60.0] * 4) == res.MAX_REPEATS
     assert next_pair(2, options, open_, [100.0, 100.0]) == res.TIME_BUDGET  # 200 s + 100 s > 250 s
     assert next_pair(2, options, zero, [1.0, 1.0]) == res.NO_HELP
+    grown = paired.compare_runs(*_runs([1e6, 1e6], [2e6, 2e6], metric="resident_memory_bytes", spread=0.0),
+                                Policy())
+    assert next_pair(2, options, open_ + grown, [1.0, 1.0]) == res.REGRESSION

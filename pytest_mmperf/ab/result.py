@@ -11,6 +11,7 @@ from pytest_mmperf.results.records import RunDocument
 
 # Why the sequential design stopped adding process pairs.
 DECIDED = "every gated metric decided"
+REGRESSION = "a gated metric regressed"  # more pairs would not change the verdict
 MAX_REPEATS = "--max-repeats reached"
 TIME_BUDGET = "the next pair would pass --time-budget"
 NO_HELP = "more pairs cannot decide what is open"

@@ -21,7 +21,7 @@ from typing import Any
 
 from pytest_mmperf.ab import coordinator, paired, summary
 from pytest_mmperf.ab.options import SIDES, ABError, ABOptions, pytest_command
-from pytest_mmperf.ab.result import DECIDED, MAX_REPEATS, NO_HELP, TIME_BUDGET, ABResult
+from pytest_mmperf.ab.result import DECIDED, MAX_REPEATS, NO_HELP, REGRESSION, TIME_BUDGET, ABResult
 from pytest_mmperf.ab.worktrees import check_clean, check_plugin_source, git, resolve_ref, side_env, worktrees
 from pytest_mmperf.judge import drift
 from pytest_mmperf.judge.compare import Category, Policy
@@ -69,10 +69,12 @@ def _policy(options: ABOptions) -> Policy:
 def next_pair(r: int, options: ABOptions, comparisons: list[paired.PairedComparison],
               pair_seconds: list[float]) -> str | None:
     """After ``r`` pairs: None to measure another, else why the run stops (the sequential design:
-    pairs are added while a gated metric is undecided, more pairs could decide it, ``--max-repeats``
+    pairs are added while no gated metric regressed and one is undecided, more pairs could decide it, ``--max-repeats``
     is not reached and the next pair, as long as the mean pair so far, fits ``--time-budget``)."""
     if r < options.repeats:
         return None
+    if any(c.category is Category.REGRESSED for c in comparisons):
+        return REGRESSION  # decided at a paid-for look: more pairs would not change the verdict
     open_ = [c for c in comparisons if c.category is Category.INCONCLUSIVE]
     if not open_:
         return DECIDED
