@@ -27,7 +27,15 @@ from pytest_mmperf.measure.contention import ContentionMonitor
 from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe, ResidentGauge
 from pytest_mmperf.measure.memory.host import PROCESS_PEAK_RSS
 from pytest_mmperf.measure.memory.nvml import DEVICE_STATE_METRICS
-from pytest_mmperf.measure.sampler import PHASE_COST, ArmSamples, PhaseLog, RoundPlan, Sampler
+from pytest_mmperf.measure.sampler import (
+    PHASE_COST,
+    SHORT_ROUNDS,
+    ArmSamples,
+    PhaseLog,
+    RoundPlan,
+    Sampler,
+    short_rounds,
+)
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
@@ -41,7 +49,7 @@ if TYPE_CHECKING:
 # contention figures describe the measurement, not the code measured.
 UNGATED = DEVICE_STATE_METRICS | {
     "first_call_ms", PROCESS_PEAK_RSS, "process_cuda_reserved_bytes", PHASE_COST,
-    contention.RATIO, contention.SWITCHES, contention.CONTENDED,
+    contention.RATIO, contention.SWITCHES, contention.CONTENDED, SHORT_ROUNDS,
 }
 
 # Old metric names still accepted by check() and samples(), with a DeprecationWarning.
@@ -223,6 +231,18 @@ class Mmperf:
         self._take(arm, prefix="")
         self._characterize(call)
         return arm.result
+
+    def measure_short_rounds(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """After :meth:`__call__`: the same call in rounds as short as pytest-benchmark's
+        (``short_round_latency_ms``, informational), so a suite moved from pytest-benchmark keeps
+        the figure its old numbers are (see docs/adoption.md)."""
+        if self.disabled or not self.measured or self._clock is None or self.settings.clock == "instructions":
+            return
+        call = fn if not args and not kwargs else functools.partial(fn, *args, **kwargs)
+        samples, iterations = short_rounds(self._clock, call, rounds=max(self.settings.rounds, 5))
+        self._samples[SHORT_ROUNDS] = samples
+        self._rounds[SHORT_ROUNDS] = list(range(len(samples)))
+        self.description.params["short_round_iterations"] = iterations
 
     def pedantic(
         self,

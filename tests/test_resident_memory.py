@@ -137,3 +137,4 @@ def test_not_measured_under_the_instruction_clock_or_when_disabled():
         Mmperf("b", settings, clock_factory=HostClock, probe_factory=lambda: [], device="cpu",
                resident_factory=Gauge, disabled=disabled)
     assert started == []
+

@@ -360,3 +360,53 @@ class Sampler:
         if self.after_round is not None:
             self.after_round()
         return result
+
+
+# pytest-benchmark's default --benchmark-min-time: the shortest round it calibrates to (seconds)
+PYTEST_BENCHMARK_MIN_TIME_S = 5e-6
+# pytest-benchmark's statistic for a pytest-benchmark test: per-call times in rounds as short as
+# pytest-benchmark's, next to latency_ms (5 ms rounds: block means); see docs/adoption.md
+SHORT_ROUNDS = "short_round_latency_ms"
+
+
+def short_rounds(
+    clock: Clock,
+    call: Callable[[], Any],
+    *,
+    min_round_s: float = PYTEST_BENCHMARK_MIN_TIME_S,
+    rounds: int = 7,
+    max_rounds: int = 200,
+    max_time_s: float = 1.0,
+) -> tuple[list[float], int]:
+    """Per-call times (ms) in rounds as short as pytest-benchmark's: ``iterations`` calls a round,
+    the fewest that last ``min_round_s`` (one call for anything of 5 us or more), at least
+    ``rounds`` rounds and more while under ``max_time_s``; the collector off in each round.
+    Returns (samples, iterations). The median of these is what pytest-benchmark reports as a
+    test's median; the fixture's ``latency_ms`` rounds last 5 ms (block means), see
+    docs/adoption.md."""
+    lockstep.from_environment().wait_turn()  # under ``mmperf ab``: one turn for the whole series
+    clock.synchronize()
+    t0 = clock.now_ns()
+    call()
+    clock.synchronize()
+    single_ns = max(clock.now_ns() - t0, 1)
+    iterations = max(1, math.ceil(min_round_s * 1e9 / single_ns))
+    out: list[float] = []
+    started = clock.now_ns()
+    gc_was_enabled = gc.isenabled()
+    try:
+        while len(out) < rounds or (len(out) < max_rounds and (clock.now_ns() - started) / 1e9 < max_time_s):
+            gc.disable()
+            clock.synchronize()
+            a = clock.now_ns()
+            for _ in range(iterations):
+                call()
+            clock.synchronize()
+            b = clock.now_ns()
+            if gc_was_enabled:
+                gc.enable()
+            out.append((b - a) / 1e6 / iterations)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return out, iterations
