@@ -654,3 +654,26 @@ def test_pairs_are_added_while_undecided_within_the_repeats_and_the_time_budget(
     grown = paired.compare_runs(*_runs([1e6, 1e6], [2e6, 2e6], metric="resident_memory_bytes", spread=0.0),
                                 Policy())
     assert next_pair(2, options, open_ + grown, [1.0, 1.0]) == res.REGRESSION
+
+
+def test_one_percent_formatter_and_no_import_circle_in_ab():
+    import ast
+
+    from pytest_mmperf.judge.compare import percent
+
+    assert percent(math.nan) == "n/a" and percent(0.05) == "+5.0%" and percent(-math.inf) == "-inf%"
+    package = Path(ab.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pytest_mmperf.ab"):
+                names.add(node.module.removeprefix("pytest_mmperf.ab").lstrip(".") or "__init__")
+                names.update(a.name for a in node.names if node.module == "pytest_mmperf.ab")
+        imports[path.stem] = names - {path.stem}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
+                   for n in imports.get(start, ()) if n != "__init__")
+
+    assert not [m for m in imports if m != "__init__" and reaches(m, m, set())]
