@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -49,6 +50,18 @@ class MemoryAccountant(Protocol):
     def account(self, call: Callable[[], Any]) -> dict[str, float]:
         """Run ``call`` once, untimed; metric name -> value for that call."""
         ...
+
+
+def collect_garbage() -> None:
+    """``gc.collect()`` before a resident-memory reading; the first time in a process also
+    ``gc.freeze()``: what lives then (the ~400,000 objects of torch, transformers and pytest)
+    moves to the permanent generation, so later collections and heap walks see only what was
+    made since (measured here under load: 0.75 s a reading before, under 1 ms after). Objects
+    alive at that moment that later become cyclic garbage are not collected: they were the
+    process's libraries and the session, alive to its end anyway."""
+    gc.collect()
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
 
 
 class ResidentGauge(Protocol):

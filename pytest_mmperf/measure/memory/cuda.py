@@ -3,10 +3,9 @@ and what a benchmark holds between calls above what was allocated before it buil
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
-from pytest_mmperf.measure.memory import PEAK, RESIDENT
+from pytest_mmperf.measure.memory import PEAK, RESIDENT, collect_garbage
 
 
 class CudaAllocatorProbe:
@@ -63,13 +62,13 @@ class CudaResidentGauge:
     def start(self) -> None:
         if self._prime is not None:
             self._prime()
-        gc.collect()
+        collect_garbage()
         self._cuda.synchronize()
         self._start = int(self._cuda.memory_allocated())
 
     def read(self) -> dict[str, float]:
         if self._start is None:
             return {}
-        gc.collect()
+        collect_garbage()
         self._cuda.synchronize()
         return {RESIDENT: float(max(int(self._cuda.memory_allocated()) - self._start, 0))}

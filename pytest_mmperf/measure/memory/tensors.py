@@ -9,7 +9,9 @@ census that were not alive at the first: weights, buffers, a static KV cache, wh
 call creates and keeps (a cache never freed, a second copy of the weights).
 
 Each census runs ``gc.collect()`` first, so garbage waiting in reference cycles (a previous
-benchmark's model, a build's temporaries) is neither counted nor freed in between. Views share
+benchmark's model, a build's temporaries) is neither counted nor freed in between; the first one in
+a process also freezes what lives then (:func:`pytest_mmperf.measure.memory.collect_garbage`), so
+the walks see only objects made since: the heap of torch and transformers is walked once. Views share
 their base's storage and count once; storages without data (meta and fake tensors of a compile,
 a tensor subclass's wrapper, whose inner tensors are counted) count nothing. Deterministic: the
 same code gives the same bytes in every process, whatever ran before (measured: docs/measuring.md).
@@ -24,7 +26,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from pytest_mmperf.measure.memory import RESIDENT
+from pytest_mmperf.measure.memory import RESIDENT, collect_garbage
 
 
 def live_storages(torch: Any) -> dict[int, int]:
@@ -56,13 +58,13 @@ class LiveTensorCensus:
         self._before: dict[int, int] | None = None
 
     def start(self) -> None:
-        gc.collect()
+        collect_garbage()
         self._before = live_storages(self._torch)
 
     def read(self) -> dict[str, float]:
         if self._before is None:
             return {}
-        gc.collect()
+        collect_garbage()
         now = live_storages(self._torch)
         before = self._before
         return {RESIDENT: float(sum(n for ptr, n in now.items() if before.get(ptr) != n))}
