@@ -377,7 +377,7 @@ def _decide(r: _Raw, policy: Policy, adjusted: tuple[float, float] | None, alpha
     if -bound <= lo and hi <= bound:
         return out(Category.UNCHANGED, ci, p_worse)
     sd = r.se * math.sqrt(len(r.pairs))
-    need = _pairs_to_decide(abs(r.mean), sd, bound, alpha / m)
+    need = _pairs_to_decide(abs(r.mean), sd, bound, alpha / m, len(r.pairs), r.df)
     decide = f"; about {need} pairs would decide it at this spread" if need else ""
     if abs(r.mean) > bound:
         why = (f"beyond the {threshold:.0%} threshold but not significant at {policy.confidence:.0%} "
@@ -388,14 +388,17 @@ def _decide(r: _Raw, policy: Policy, adjusted: tuple[float, float] | None, alpha
     return out(Category.INCONCLUSIVE, ci, p_worse, why, more=True)
 
 
-def _pairs_to_decide(mean: float, sd: float, bound: float, tail: float) -> int | None:
-    """Roughly how many pairs would decide a metric with this mean and spread: the interval's
-    half-width (normal quantile at ``tail``) below the distance of the mean from the bound."""
+def _pairs_to_decide(mean: float, sd: float, bound: float, tail: float, pairs: int, df: float) -> int | None:
+    """Roughly how many pairs would decide a metric with this mean and spread: the fewest ``n``
+    whose interval half-width (t quantile at ``tail`` on the degrees of freedom ``n`` pairs would
+    have) is below the distance of the mean from the bound; None beyond 1000 pairs."""
     gap = abs(bound - mean)
     if gap <= 0 or sd <= 0:
         return None
-    n = math.ceil((float(sps.norm.ppf(1 - tail)) * sd / gap) ** 2)
-    return n if n < 10_000 else None
+    for n in range(pairs + 1, 1001):
+        if float(sps.t.ppf(1 - tail, df + n - pairs)) * sd / math.sqrt(n) < gap:
+            return n
+    return None
 
 
 def compare_runs(
