@@ -116,7 +116,9 @@ class PairedComparison:
     def describe(self) -> str:
         ci = ""
         if self.ci_low is not None and self.ci_high is not None:
-            ci = f" ({self.interval or 'CI'} {percent(self.ci_low)}..{percent(self.ci_high)})"
+            # with one or two degrees of freedom a bound can be astronomically wide: say "beyond"
+            high = percent(self.ci_high) if self.ci_high < 10 else "+1000% and beyond"
+            ci = f" ({self.interval or 'CI'} {percent(self.ci_low)}..{high})"
         p = f", p = {self.p_value:.2g}" if self.p_value is not None else ""
         spread = f", pairs' spread {percent(self.spread).lstrip('+')}" if self.spread is not None else ""
         text = f"{self.metric} {percent(self.change)}{ci}{p}, {self.pairs} pair(s){spread}"

@@ -138,7 +138,7 @@ def measure(
                 try:
                     report = coordinator.run_pair(specs, scratch, spawn=spawn, timeout_s=options.timeout_s,
                                                   progress=lambda line: log(f"mmperf ab: {line}"),
-                                                  repeats=options.repeats)
+                                                  repeats=total)
                 except coordinator.WorkerError as exc:
                     raise ABError(str(exc)) from None
                 pair_seconds.append(time.monotonic() - started)
