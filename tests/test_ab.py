@@ -558,6 +558,13 @@ def test_uncommitted_changes_exit_2(repo, capsys):
     assert rc == 2 and "uncommitted changes" in err and err.count("\n") == 1
 
 
+def test_max_repeats_below_repeats_exits_2(repo, capsys):
+    commit(repo, "one", STEPS)
+    rc = main(["ab", "--repo", str(repo), "--base", "HEAD", "--head", "HEAD", "--repeats", "3", "--max-repeats", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--max-repeats 2 is below --repeats 3" in err and err.count("\n") == 1
+
+
 def test_not_a_repository_exits_2(tmp_path, capsys):
     rc = main(["ab", "--repo", str(tmp_path), "--base", "a", "--head", "b"])
     assert rc == 2 and "not inside a git repository" in capsys.readouterr().err
