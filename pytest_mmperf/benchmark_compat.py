@@ -128,7 +128,10 @@ class BenchmarkFixture:
         return self._bench
 
     def __call__(self, function_to_benchmark: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._bench(function_to_benchmark, *args, **kwargs)
+        result = self._bench(function_to_benchmark, *args, **kwargs)
+        # pytest-benchmark's own statistic beside ours (latency_ms: 5 ms rounds, block means)
+        self._bench.measure_short_rounds(function_to_benchmark, *args, **kwargs)
+        return result
 
     def pedantic(
         self,

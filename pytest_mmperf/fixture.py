@@ -24,10 +24,18 @@ from pytest_mmperf.judge.checks import check_bound
 from pytest_mmperf.measure import contention
 from pytest_mmperf.measure.clocks import Clock
 from pytest_mmperf.measure.contention import ContentionMonitor
-from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe
+from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe, ResidentGauge
 from pytest_mmperf.measure.memory.host import PROCESS_PEAK_RSS
 from pytest_mmperf.measure.memory.nvml import DEVICE_STATE_METRICS
-from pytest_mmperf.measure.sampler import PHASE_COST, ArmSamples, PhaseLog, RoundPlan, Sampler
+from pytest_mmperf.measure.sampler import (
+    PHASE_COST,
+    SHORT_ROUNDS,
+    ArmSamples,
+    PhaseLog,
+    RoundPlan,
+    Sampler,
+    short_rounds,
+)
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
@@ -41,7 +49,7 @@ if TYPE_CHECKING:
 # contention figures describe the measurement, not the code measured.
 UNGATED = DEVICE_STATE_METRICS | {
     "first_call_ms", PROCESS_PEAK_RSS, "process_cuda_reserved_bytes", PHASE_COST,
-    contention.RATIO, contention.SWITCHES, contention.CONTENDED,
+    contention.RATIO, contention.SWITCHES, contention.CONTENDED, SHORT_ROUNDS,
 }
 
 # Old metric names still accepted by check() and samples(), with a DeprecationWarning.
@@ -85,6 +93,7 @@ class Mmperf:
         device: str,
         accountant_factory: Callable[[], MemoryAccountant | None] | None = None,
         monitor_factory: Callable[[], ContentionMonitor | None] | None = None,
+        resident_factory: Callable[[], ResidentGauge | None] | None = None,
         describe: Mapping[str, Any] | None = None,
         disabled: bool = False,
     ) -> None:
@@ -112,6 +121,14 @@ class Mmperf:
         self.profile: dict[str, Any] | None = None
         self.roofline: dict[str, Any] | None = None
         self.measured = False
+        # started now, before the test body builds its models: read after the warm-up calls
+        # (resident_memory_bytes); not under callgrind (two heap walks there cost seconds and
+        # the instruction clock gates counts) nor with measuring disabled
+        self._resident: ResidentGauge | None = None
+        if resident_factory is not None and not disabled and settings.clock != "instructions":
+            self._resident = resident_factory()
+            if self._resident is not None:
+                self._resident.start()
         if describe:
             self.describe(**describe)
 
@@ -190,6 +207,7 @@ class Mmperf:
             monitor=self._monitor_factory() if self._monitor_factory and not instructions else None,
             before_round=before_round,
             after_round=after_round,
+            resident=self._resident,
         )
 
     def phase(self, name: str) -> AbstractContextManager[None]:
@@ -213,6 +231,18 @@ class Mmperf:
         self._take(arm, prefix="")
         self._characterize(call)
         return arm.result
+
+    def measure_short_rounds(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """After :meth:`__call__`: the same call in rounds as short as pytest-benchmark's
+        (``short_round_latency_ms``, informational), so a suite moved from pytest-benchmark keeps
+        the figure its old numbers are (see docs/adoption.md)."""
+        if self.disabled or not self.measured or self._clock is None or self.settings.clock == "instructions":
+            return
+        call = fn if not args and not kwargs else functools.partial(fn, *args, **kwargs)
+        samples, iterations = short_rounds(self._clock, call, rounds=max(self.settings.rounds, 5))
+        self._samples[SHORT_ROUNDS] = samples
+        self._rounds[SHORT_ROUNDS] = list(range(len(samples)))
+        self.description.params["short_round_iterations"] = iterations
 
     def pedantic(
         self,

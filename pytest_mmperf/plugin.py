@@ -198,7 +198,7 @@ def _attach(request: pytest.FixtureRequest, kwargs: Mapping[str, Any] | None, di
     from pytest_mmperf.fixture import Mmperf
     from pytest_mmperf.measure.clocks import make_clock
     from pytest_mmperf.measure.contention import ContentionMonitor
-    from pytest_mmperf.measure.memory import make_accountant, make_probes
+    from pytest_mmperf.measure.memory import make_accountant, make_probes, make_resident
 
     run = request.config.stash[SESSION_KEY]
     # the mmperf fixture's plan comes from collection; pytest-benchmark's marker is translated
@@ -219,6 +219,7 @@ def _attach(request: pytest.FixtureRequest, kwargs: Mapping[str, Any] | None, di
             probe_factory=lambda: make_probes(run.device),
             accountant_factory=lambda: make_accountant(run.device),
             monitor_factory=lambda: ContentionMonitor(run.device),
+            resident_factory=lambda: make_resident(run.device),
             device=run.device,
             describe=describe,
             disabled=disabled,

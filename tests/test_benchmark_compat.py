@@ -89,6 +89,25 @@ def test_pytest_benchmark_suite_lands_in_the_results_document(pytester):
     assert len(grouped["metrics"]["latency_ms"]["samples"]) == 5
 
 
+def test_a_plain_call_also_keeps_pytest_benchmarks_own_statistic_and_the_export_carries_it(pytester):
+    pytester.makepyfile(test_pb=PB_SUITE)
+    result = pytester.runpytest("--mmperf", "--mmperf-json=r.json", "--benchmark-json=pb.json", *FAST)
+    result.assert_outcomes(passed=5)
+    benches = _ids(json.loads((pytester.path / "r.json").read_text()))
+    short = benches["test_call"]["metrics"]["short_round_latency_ms"]
+    assert short["gated"] is False and len(short["samples"]) >= 5
+    assert benches["test_call"]["params"]["short_round_iterations"] >= 1
+    # pedantic (the user fixed rounds and iterations: already pytest-benchmark's statistic) and a
+    # native mmperf benchmark measure no second series
+    assert all("short_round_latency_ms" not in benches[n]["metrics"] for n in ("test_pedantic", "test_native"))
+    export = {b["name"]: b for b in json.loads((pytester.path / "pb.json").read_text())["benchmarks"]}
+    call = export["test_call"]
+    assert call["extra_info"]["mmperf_timing"] == "short_round_latency_ms"
+    assert call["stats"]["median"] * 1e3 == pytest.approx(short["median"])
+    assert call["extra_info"]["latency_ms"] == pytest.approx(benches["test_call"]["metrics"]["latency_ms"]["median"])
+    assert export["test_pedantic"]["extra_info"]["mmperf_timing"] == "latency_ms"
+
+
 def test_without_mmperf_pytest_benchmark_behaves_as_alone(pytester):
     pytester.makepyfile(test_pb=PB_SUITE)
     with_us = pytester.runpytest("-p", "no:cacheprovider")

@@ -179,7 +179,7 @@ def run_pair(
     spawn: Spawn = ProcessWorker,
     timeout_s: float = 1800.0,
     progress: Callable[[str], None] = lambda line: None,
-    repeats: int = 1,
+    repeats: int | str = 1,  # the pairs planned, as the progress lines show them ("5", "10 at most")
 ) -> PairReport:
     """Run the two workers of ``specs`` (first starts and moves first) in lockstep to their end."""
     if len(specs) != 2:
@@ -223,7 +223,7 @@ def run_pair(
 
 class _Pair:
     def __init__(self, sides: dict[str, _Side], sel: selectors.BaseSelector, spawn: Spawn,
-                 timeout_s: float, progress: Callable[[str], None], repeats: int) -> None:
+                 timeout_s: float, progress: Callable[[str], None], repeats: int | str) -> None:
         self.sides = sides
         self.sel = sel
         self.spawn = spawn

@@ -23,7 +23,11 @@ class ABOptions:
     base: str
     head: str
     rounds: int = 10  # per process; pair r's estimate is the median of its 10 adjacent-round ratios
-    repeats: int = 5  # process pairs: the replication unit of the test (paired.py)
+    repeats: int = 5  # process pairs before the first look: the replication unit of the test (paired.py)
+    # the sequential design: pairs are added while a gated metric is undecided, up to max_repeats
+    # (None: twice ``repeats``) and while the next pair fits the time budget (seconds of measuring)
+    max_repeats: int | None = None
+    time_budget_s: float = 1800.0
     pytest_args: tuple[str, ...] = ()
     markdown: Path | None = None
     json_dir: Path | None = None
@@ -33,6 +37,15 @@ class ABOptions:
     settings: Settings | None = None  # the decision rule's options (mmperf ab's generated flags)
     repo: Path = field(default_factory=Path.cwd)
     python: str = sys.executable
+
+    @property
+    def most_pairs(self) -> int:
+        return max(self.repeats, self.max_repeats if self.max_repeats is not None else 2 * self.repeats)
+
+    @property
+    def looks(self) -> int:
+        """Times the run may judge: after ``repeats`` pairs and after each added pair."""
+        return self.most_pairs - self.repeats + 1
 
 
 def pytest_command(python: str, json_path: Path, rounds: int, pytest_args: Sequence[str]) -> list[str]:

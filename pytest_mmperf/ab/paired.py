@@ -1,4 +1,4 @@
-"""Head vs base from R process pairs: one rule for every gated metric.
+"""Head vs base from R process pairs: one rule for every gated metric, three honest answers.
 
 The model
 ---------
@@ -10,40 +10,53 @@ and head's values in round k of pair r (several samples in one round, such as de
 first summarized per round: the round is the unit inside a process). On the log scale, pair r's
 estimate is the median over its rounds of the adjacent rounds' ratios::
 
-    d_r = median_k log(h_rk / b_rk) = delta + e_r,      e_r ~ Normal(0, tau_m^2), independent over pairs
+    d_r = median_k log(h_rk / b_rk) = delta + e_r,      e_r ~ Normal(0, tau_b^2), independent over pairs
 
 Taking the ratio round by round, not of the two sides' medians, cancels what changes from one
 second to the next on a shared host (measured on the project's VM, llm eager: the pair-to-pair
 standard deviation of ``tpot_ms`` fell from 3.6-10.3% to 1.7-6.4%); when the two sides' rounds do
 not line up (a different count), ``d_r`` is the log ratio of their medians. ``delta`` is head's true
 relative change, and ``e_r`` is what differs from one process to the next and does not cancel by
-alternating: memory layout, allocator and thread placement, a process that runs slow from start
-to end (measured here: the same benchmark's median moved 53 -> 75 ms across four processes).
-Rounds inside one process share that process's ``e_r``, so they are not the replication unit;
-pairs are. ``tau_m`` is taken as common to all benchmarks of a run for one metric name (the
-relative process noise of ``latency_ms`` is alike across benchmarks of one suite), so it is
-estimated from all of them, pooled::
+alternating (memory layout, allocator and thread placement, a process that runs slow from start
+to end). Rounds inside one process share that process's ``e_r``, so they are not the replication
+unit; pairs are.
 
-    s_m^2 = sum over benchmarks of sum_r (d_r - mean d)^2  /  sum over benchmarks of (R_b - 1)
+**Variance: per benchmark, moderated.** Each benchmark b has its own process noise ``tau_b`` (a
+decode step on a loaded machine moves more than a 2 ms recommender call): its sample variance
+``s_b^2`` (``d_b = R_b - 1`` degrees of freedom) is the estimate. With 5 pairs that is 4 degrees of
+freedom, too few to test at a corrected level; so, as limma does for genes (Smyth 2004, empirical
+Bayes), the variances of every benchmark of the run for one metric name give a prior
+(``s_0^2`` with ``d_0`` degrees of freedom, fitted by the method of moments on the log variances,
+:func:`fit_prior`) and each benchmark's variance is moderated towards it::
 
-and each benchmark's change is tested by a one-sided t test, ``t = mean(d) / (s_m / sqrt(R_b))``
-with ``sum (R_b - 1)`` degrees of freedom, in the "worse" direction of the metric. The CI of the
-change is ``exp(mean(d) +- t_q * s_m / sqrt(R_b)) - 1``.
+    s~_b^2 = (d_0 s_0^2 + d_b s_b^2) / (d_0 + d_b),        t = mean(d) / (s~_b / sqrt(R_b)),   df = d_0 + d_b
 
-Decision (the same for timings, phases, the in-run speedup and memory): *regressed* when the
-Holm-adjusted p-value over every varying test of the run is below ``1 - confidence`` AND the change is
-beyond the threshold (:meth:`Policy.threshold_for`); *improved* symmetrically; *inconclusive* when
-the change is beyond the threshold but not significant, or when nothing estimates ``tau_m`` (one
-pair per benchmark) and the metric varies; otherwise *unchanged*. A deterministic metric (the same
-value in every round and process of each side: weight bytes, counts, a memory figure that does
-not move) has ``s_m = 0``: any change is then significant and the threshold alone decides, which
-is the usual rule for bytes and counts, reached by the same formula. Such a test cannot be a
-false alarm of noise, so it is not counted in Holm's family: the family is the tests with
-``s_m > 0``.
+When the benchmarks' variances agree, ``d_0`` is large (capped at the run's total degrees of
+freedom) and this is the pooled variance; when one benchmark is far noisier, ``d_0`` is small and its
+own variance dominates, so its test is not anti-conservative (a pooled variance would call a
+noisy benchmark's chance +15% significant). Fewer than three benchmarks with a variance: no prior,
+each benchmark alone.
 
-Gated here: each benchmark's primary metrics (the gated ones), not the eager arm of a lever
-benchmark (``eager_*``, the same eager model measured again in every lever benchmark) nor
-``tokens_per_s`` (latency inverted); both stay in the documents for reading.
+Decision (the same for timings, phases, the in-run speedup and memory)
+--------------------------------------------------------------------
+``alpha = (1 - confidence) / looks``: the sequential design (``mmperf ab`` adds pairs while a gated
+metric is undecided, :mod:`pytest_mmperf.ab.run`) pays for every look it may take, Bonferroni over
+the looks; Holm over the run's varying tests at that ``alpha``. The bound is log-symmetric:
+``log(1 + threshold)`` (:meth:`Policy.threshold_for`) either way, so +5% and -4.8% mirror.
+
+* *regressed*: Holm-adjusted p below ``alpha`` in the worse direction AND the change beyond the bound;
+  *improved* symmetrically;
+* *unchanged*: the interval at the decision's level (two-sided ``1 - 2 alpha / m``, simultaneous
+  over the ``m`` tests: Bonferroni) lies inside the band ``-bound..+bound``: shown, not assumed;
+* *inconclusive* otherwise, with the reason, the pairs' spread and about how many pairs would decide.
+
+A deterministic metric (the same value in every round and process of each side: weight bytes,
+resident memory, counts) has no process noise: the threshold alone decides (the usual rule for bytes
+and counts), outside Holm's family.
+
+Gated here: what the judge gates (:func:`pytest_mmperf.judge.compare.gates`: not the eager arm's
+``eager_*``, not ``tokens_per_s``, not the ``*_host_ms``/``*_device_ms`` duplicates of a CUDA
+timing, not one-off costs), plus the per-round speedup; the rest stays in the documents for reading.
 """
 
 from __future__ import annotations
@@ -53,19 +66,15 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from scipy import optimize
+from scipy import special as spf
 from scipy import stats as sps
 
-from pytest_mmperf.judge import deterministic
-from pytest_mmperf.judge.compare import Policy
-from pytest_mmperf.results.metrics import EAGER_LATENCY, EAGER_PREFIX, SPEEDUP, Direction
+from pytest_mmperf.judge.compare import Category, Policy, finite_or_none, gates, per_round_speedups, percent
+from pytest_mmperf.results.metrics import SPEEDUP, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, RunDocument
 
-DERIVED = frozenset({"tokens_per_s"})  # computed from latency_ms: testing both counts one change twice
-
-REGRESSED = "regressed"
-IMPROVED = "improved"
-UNCHANGED = "unchanged"
-INCONCLUSIVE = "inconclusive"
+MIN_PRIOR_BENCHMARKS = 3  # benchmarks with a variance needed to fit a prior (else each alone)
 
 
 @dataclass(frozen=True)
@@ -85,17 +94,20 @@ class PairedComparison:
     benchmark: str
     metric: str
     direction: str  # "lower" or "higher" is better
-    category: str  # REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE
+    category: Category
     base: float  # median over pairs of base's per-process medians
     head: float
     change: float  # exp(mean log ratio) - 1: head vs base, signed
-    ci_low: float | None
+    ci_low: float | None  # the interval at the decision's level (``interval`` says which)
     ci_high: float | None
     p_value: float | None  # one-sided in the worse direction, Holm-adjusted over the run
     pairs: int
-    df: int  # degrees of freedom of the pooled process-pair variance
+    df: float  # degrees of freedom of the (moderated) process-pair variance
     threshold: float
     reason: str = ""
+    spread: float | None = None  # the pairs' own spread: exp(SD of the pair log ratios) - 1
+    interval: str = ""  # "99.95% simultaneous CI"
+    more_pairs_help: bool = False  # inconclusive, and more process pairs could decide it
 
     @property
     def worse_by(self) -> float:
@@ -104,55 +116,41 @@ class PairedComparison:
     def describe(self) -> str:
         ci = ""
         if self.ci_low is not None and self.ci_high is not None:
-            ci = f" (CI {percent(self.ci_low)}..{percent(self.ci_high)})"
+            # with one or two degrees of freedom a bound can be astronomically wide: say "beyond"
+            high = percent(self.ci_high) if self.ci_high < 10 else "+1000% and beyond"
+            ci = f" ({self.interval or 'CI'} {percent(self.ci_low)}..{high})"
         p = f", p = {self.p_value:.2g}" if self.p_value is not None else ""
-        text = f"{self.metric} {percent(self.change)}{ci}{p}, {self.pairs} pair(s)"
-        if self.category == REGRESSED:
+        spread = f", pairs' spread {percent(self.spread).lstrip('+')}" if self.spread is not None else ""
+        text = f"{self.metric} {percent(self.change)}{ci}{p}, {self.pairs} pair(s){spread}"
+        if self.category is Category.REGRESSED:
             return f"{text}: regressed beyond the {self.threshold:.0%} threshold"
-        if self.category == INCONCLUSIVE:
+        if self.category is Category.INCONCLUSIVE:
             return f"{text}: inconclusive ({self.reason})"
-        return f"{text}: {self.category}"
+        return f"{text}: {self.category.value}"
 
     def to_json(self) -> dict[str, object]:
         return {
-            "metric": self.metric, "direction": self.direction, "category": self.category,
-            "base": self.base, "head": self.head, "change": _finite(self.change),
-            "ci_low": _finite(self.ci_low), "ci_high": _finite(self.ci_high),
-            "p_value": self.p_value, "pairs": self.pairs, "df": self.df,
-            "threshold": self.threshold, "reason": self.reason,
+            "metric": self.metric, "direction": self.direction, "category": self.category.value,
+            "base": self.base, "head": self.head, "change": finite_or_none(self.change),
+            "ci_low": finite_or_none(self.ci_low), "ci_high": finite_or_none(self.ci_high),
+            "interval": self.interval, "p_value": self.p_value, "pairs": self.pairs, "df": self.df,
+            "threshold": self.threshold, "reason": self.reason, "spread": finite_or_none(self.spread),
+            "more_pairs_help": self.more_pairs_help,
         }
-
-
-def percent(x: float) -> str:
-    return f"{x * 100:+.1f}%" if math.isfinite(x) else ("+inf%" if x > 0 else "-inf%")
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is None or math.isfinite(x) else None
 
 
 # -- per process ---------------------------------------------------------------------------------
 def primary_metrics(record: BenchmarkRecord) -> dict[str, tuple[Direction, tuple[float, ...]]]:
-    """The gated primary metrics of one benchmark: name -> (direction, one value per round)."""
+    """The gated metrics of one benchmark (the judge's :func:`gates`): name -> (direction, one
+    value per round), and the per-round speedup."""
     out: dict[str, tuple[Direction, tuple[float, ...]]] = {}
     for name, metric in record.metrics.items():
-        if metric.gated and not name.startswith(EAGER_PREFIX) and name not in DERIVED:
+        if gates(name, metric):
             out[name] = (metric.direction, metric.per_round())
     speedups = per_round_speedups(record)
     if speedups:
-        out[SPEEDUP] = (Direction.HIGHER, speedups)
+        out[SPEEDUP] = (Direction.HIGHER, tuple(speedups))
     return out
-
-
-def per_round_speedups(record: BenchmarkRecord) -> tuple[float, ...]:
-    """eager / optimized latency of each round (both arms of a round ran back to back)."""
-    eager, opt = record.metrics.get(EAGER_LATENCY), record.metrics.get("latency_ms")
-    if eager is None or opt is None:
-        return ()
-    e, o = eager.per_round(), opt.per_round()
-    if len(e) != len(o) or any(v <= 0 for v in o):
-        return ()
-    return tuple(a / b for a, b in zip(e, o))
 
 
 def pair_values(
@@ -189,7 +187,7 @@ def _round_ratio(base: Sequence[float], head: Sequence[float]) -> float | None:
     return statistics.median(math.log(h / b) for b, h in zip(base, head))
 
 
-# -- the test --------------------------------------------------------------------------------------
+# -- the variance ------------------------------------------------------------------------------------
 def _relative(log_ratio: float) -> float:
     """exp(log_ratio) - 1, +inf where that overflows a float."""
     return math.expm1(log_ratio) if log_ratio < 700 else math.inf
@@ -201,19 +199,60 @@ def _log_ratios(pairs: Sequence[PairValues]) -> list[float] | None:
     return [p.log_ratio if p.log_ratio is not None else math.log(p.head / p.base) for p in pairs]
 
 
-def pooled_variance(values: Mapping[tuple[str, str], Sequence[PairValues]]) -> dict[str, tuple[float, int]]:
-    """metric name -> (s_m^2, degrees of freedom): the process-pair variance of log(head/base),
-    pooled over the benchmarks of the run (each benchmark around its own mean)."""
-    sums: dict[str, list[float]] = {}
-    for (_, metric), pairs in values.items():
-        d = _log_ratios(pairs)
-        if d is None or len(d) < 2:
+def _trigamma_inverse(y: float) -> float:
+    """x with trigamma(x) = y (trigamma falls from +inf to 0 over x > 0)."""
+    lo, hi = 1e-8, 1e8
+    if y >= float(spf.polygamma(1, lo)):
+        return lo
+    if y <= float(spf.polygamma(1, hi)):
+        return hi
+    return float(optimize.brentq(lambda x: float(spf.polygamma(1, x)) - y, lo, hi))
+
+
+def fit_prior(variances: Sequence[tuple[float, int]]) -> tuple[float, float]:
+    """``(s_0^2, d_0)`` from per-benchmark ``(s_b^2, d_b)``: limma's method of moments on
+    ``log s_b^2`` (its mean and its variance beyond what chi-square sampling explains). ``d_0`` is
+    capped at the total degrees of freedom (the prior cannot know more than the data behind it);
+    ``(0, 0)`` with fewer than :data:`MIN_PRIOR_BENCHMARKS` positive variances."""
+    usable = [(s2, d) for s2, d in variances if s2 > 0 and d > 0]
+    if len(usable) < MIN_PRIOR_BENCHMARKS:
+        return 0.0, 0.0
+    e = [math.log(s2) - float(spf.digamma(d / 2)) + math.log(d / 2) for s2, d in usable]
+    mean = sum(e) / len(e)
+    excess = sum((x - mean) ** 2 for x in e) / (len(e) - 1) - sum(
+        float(spf.polygamma(1, d / 2)) for _, d in usable) / len(usable)
+    total = float(sum(d for _, d in usable))
+    d0 = total if excess <= 0 else min(2 * _trigamma_inverse(excess), total)
+    s0 = math.exp(mean + float(spf.digamma(d0 / 2)) - math.log(d0 / 2))
+    return s0, d0
+
+
+def moderated_variances(
+    values: Mapping[tuple[str, str], Sequence[PairValues]],
+) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(benchmark, metric) -> (moderated variance, its degrees of freedom, the benchmark's own
+    variance) for every key with a variance to offer (two pairs, or one pair and a prior)."""
+    own: dict[tuple[str, str], tuple[float, int]] = {}
+    for key, pairs in values.items():
+        ratios = _log_ratios(pairs)
+        if ratios is None:
             continue
-        mean = sum(d) / len(d)
-        acc = sums.setdefault(metric, [0.0, 0.0])
-        acc[0] += sum((x - mean) ** 2 for x in d)
-        acc[1] += len(d) - 1
-    return {m: (ss / df, int(df)) for m, (ss, df) in sums.items() if df > 0}
+        if len(ratios) >= 2:
+            mean = sum(ratios) / len(ratios)
+            own[key] = (sum((x - mean) ** 2 for x in ratios) / (len(ratios) - 1), len(ratios) - 1)
+        else:
+            own[key] = (math.nan, 0)
+    priors: dict[str, tuple[float, float]] = {}
+    for metric in {m for _, m in own}:
+        priors[metric] = fit_prior([v for (_, m), v in own.items() if m == metric and v[1] > 0])
+    out: dict[tuple[str, str], tuple[float, float, float]] = {}
+    for key, (s2, d) in own.items():
+        s0, d0 = priors[key[1]]
+        if d + d0 <= 0:
+            continue
+        pooled = ((d0 * s0 if d0 else 0.0) + (d * s2 if d else 0.0)) / (d0 + d)
+        out[key] = (pooled, d0 + d, s2)
+    return out
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -227,107 +266,148 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+# -- the test --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Raw:
     key: tuple[str, str]
     direction: str
     pairs: list[PairValues]
-    change: float
-    ci: tuple[float, float] | None
-    p_worse: float | None
-    p_better: float | None
-    df: int
-    reason: str
-    exact: bool = False  # no process noise (s_m = 0): decided by the threshold, outside Holm's family
+    mean: float  # mean log ratio (nan: undefined)
+    se: float | None  # standard error of the mean log ratio; None: no variance; 0: deterministic
+    df: float
+    own_sd: float | None  # the pairs' own SD of the log ratios
+    p_worse: float | None = None
+    p_better: float | None = None
+    reason: str = ""
+
+    @property
+    def exact(self) -> bool:
+        return self.se == 0.0
 
 
 def _raw_test(key: tuple[str, str], direction: str, pairs: list[PairValues],
-              pooled: Mapping[str, tuple[float, int]], confidence: float) -> _Raw:
+              variances: Mapping[tuple[str, str], tuple[float, float, float]]) -> _Raw:
+    if all(p.constant and p.base == p.head for p in pairs):
+        return _Raw(key, direction, pairs, 0.0, 0.0, 0, 0.0)  # the same value on both sides (0 B and 0 B)
+    if all(p.constant and p.base == 0 < p.head for p in pairs):
+        return _Raw(key, direction, pairs, math.inf, 0.0, 0, 0.0)  # from nothing to something
     d = _log_ratios(pairs)
     if d is None:
-        return _Raw(key, direction, pairs, math.nan, None, None, None, 0,
-                    "a value is zero or negative; a relative change is undefined")
+        return _Raw(key, direction, pairs, math.nan, None, 0, None,
+                    reason="a value is zero or negative; a relative change is undefined")
     mean = sum(d) / len(d)
-    change = _relative(mean)
     sign = 1.0 if direction == Direction.LOWER.value else -1.0  # worse = positive
-    variance, df = pooled.get(key[1], (math.nan, 0))
-    if df == 0 and all(p.constant for p in pairs) and len(set(d)) == 1:
-        variance, df = 0.0, 1  # deterministic: no process noise to allow for
-    if df == 0:
-        return _Raw(key, direction, pairs, change, None, None, None, 0,
-                    "one process pair a benchmark cannot tell a change from process-to-process "
-                    "noise; use --repeats 2 or more")
+    if all(p.constant for p in pairs) and len(set(d)) == 1:
+        return _Raw(key, direction, pairs, mean, 0.0, 0, 0.0)  # deterministic: no process noise
+    if key not in variances:
+        return _Raw(key, direction, pairs, mean, None, 0, None,
+                    reason="one process pair cannot tell a change from process-to-process noise; "
+                           "run 2 or more (--repeats, --max-repeats)")
+    variance, df, own = variances[key]
+    own_sd = math.sqrt(own) if math.isfinite(own) else None
     se = math.sqrt(variance / len(d))
     if se == 0:
-        worse = sign * mean
-        p_worse = 0.0 if worse > 0 else 1.0
-        p_better = 0.0 if worse < 0 else 1.0
-        return _Raw(key, direction, pairs, change, (change, change), p_worse, p_better, df, "", exact=True)
+        return _Raw(key, direction, pairs, mean, 0.0, df, own_sd)
     t = sign * mean / se
-    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
-    ci = (_relative(mean - half), _relative(mean + half))
-    return _Raw(key, direction, pairs, change, ci, float(sps.t.sf(t, df)), float(sps.t.cdf(t, df)), df, "")
+    return _Raw(key, direction, pairs, mean, se, df, own_sd, float(sps.t.sf(t, df)), float(sps.t.cdf(t, df)))
+
+
+def interval_label(level: float) -> str:
+    text = f"{level * 100:.4f}".rstrip("0").rstrip(".")
+    return f"{text}% simultaneous CI"
 
 
 def judge_pairs(
     values: Mapping[tuple[str, str], list[PairValues]],
     directions: Mapping[tuple[str, str], str],
     policy: Policy,
+    *,
+    looks: int = 1,
 ) -> list[PairedComparison]:
-    """Every (benchmark, metric) with at least one pair, judged by the rule of the module docstring."""
-    pooled = pooled_variance(values)
-    raws = [_raw_test(key, directions[key], pairs, pooled, policy.confidence)
-            for key, pairs in sorted(values.items())]
-    tested = [r for r in raws if r.p_worse is not None and r.p_better is not None and not r.exact]
-    # Holm over the varying tests of the run, per direction: the gate fails on "worse" only, so
-    # its family-wise false-alarm rate is that of the worse-direction family; an exact test (no
-    # process noise) keeps its p of 0 or 1
+    """Every (benchmark, metric) with at least one pair, judged by the rule of the module
+    docstring; ``looks``: how many times the run may judge (the sequential design's looks)."""
+    variances = moderated_variances(values)
+    raws = [_raw_test(key, directions[key], pairs, variances) for key, pairs in sorted(values.items())]
+    tested = [r for r in raws if r.p_worse is not None and r.p_better is not None]
+    alpha = (1 - policy.confidence) / max(1, looks)
     worse_adj = holm([r.p_worse for r in tested])  # type: ignore[misc]
     better_adj = holm([r.p_better for r in tested])  # type: ignore[misc]
     adj = {id(r): (worse_adj[i], better_adj[i]) for i, r in enumerate(tested)}
-    adj.update({id(r): (r.p_worse, r.p_better) for r in raws if r.exact})  # type: ignore[misc]
-    alpha = 1 - policy.confidence
-    out: list[PairedComparison] = []
-    for r in raws:
-        bench, metric = r.key
-        threshold = threshold_for(policy, metric)
-        worse = r.change if r.direction == Direction.LOWER.value else -r.change
-        p_worse, p_better = adj.get(id(r), (None, None))
-        reason = r.reason
-        if p_worse is None or p_better is None:
-            category = INCONCLUSIVE
-        elif p_worse < alpha and worse > threshold:
-            category = REGRESSED
-        elif p_better < alpha and -worse > threshold:
-            category = IMPROVED
-        elif abs(worse) > threshold:
-            category = INCONCLUSIVE
-            reason = (f"beyond the {threshold:.0%} threshold but not significant at "
-                      f"{policy.confidence:.0%} over {len(tested)} tests (Holm)")
-        else:
-            category = UNCHANGED
-        out.append(PairedComparison(
-            bench, metric, r.direction, category,
-            statistics.median(p.base for p in r.pairs), statistics.median(p.head for p in r.pairs),
-            r.change, r.ci[0] if r.ci else None, r.ci[1] if r.ci else None, p_worse,
-            len(r.pairs), r.df, threshold, reason,
-        ))
-    return out
+    m = max(1, len(tested))
+    level = 1 - 2 * alpha / m  # two-sided, Bonferroni-simultaneous over the tests
+    label = interval_label(level)
+    return [_decide(r, policy, adj.get(id(r)), alpha, m, level, label) for r in raws]
 
 
-def threshold_for(policy: Policy, metric: str) -> float:
-    """The metric's threshold: instruction counts default to the deterministic gate's (0.5%),
-    as in ``--mmperf-compare``; a per-metric threshold wins for every metric."""
-    if deterministic.is_count(metric):
-        return float(policy.thresholds.get(metric, deterministic.DEFAULT_THRESHOLD))
-    return policy.threshold_for(metric)
+def _decide(r: _Raw, policy: Policy, adjusted: tuple[float, float] | None, alpha: float, m: int,
+            level: float, label: str) -> PairedComparison:
+    bench, metric = r.key
+    threshold = policy.threshold_for(metric)
+    bound = math.log1p(threshold)
+    sign = 1.0 if r.direction == Direction.LOWER.value else -1.0
+    base = statistics.median(p.base for p in r.pairs)
+    head = statistics.median(p.head for p in r.pairs)
+    spread = _relative(r.own_sd) if r.own_sd is not None else None
+
+    def out(category: Category, ci: tuple[float, float] | None = None, p: float | None = None,
+            reason: str = "", more: bool = False) -> PairedComparison:
+        return PairedComparison(bench, metric, r.direction, category, base, head,
+                                _relative(r.mean) if not math.isnan(r.mean) else math.nan,
+                                ci[0] if ci else None, ci[1] if ci else None, p, len(r.pairs), r.df,
+                                threshold, reason, spread, label if ci and not r.exact else "", more)
+
+    if math.isnan(r.mean):
+        return out(Category.INCONCLUSIVE, reason=r.reason)
+    worse = sign * r.mean
+    if r.exact:  # no process noise: the threshold decides
+        change = (_relative(r.mean), _relative(r.mean))
+        if worse > bound:
+            return out(Category.REGRESSED, change, 0.0)
+        if -worse > bound:
+            return out(Category.IMPROVED, change, 1.0)
+        return out(Category.UNCHANGED, change, 1.0 if worse <= 0 else 0.0)
+    if r.se is None or adjusted is None:
+        return out(Category.INCONCLUSIVE, reason=r.reason, more=True)
+    p_worse, p_better = adjusted
+    half = float(sps.t.ppf(1 - alpha / m, r.df)) * r.se
+    lo, hi = r.mean - half, r.mean + half
+    ci = (_relative(lo), _relative(hi))
+    if p_worse < alpha and worse > bound:
+        return out(Category.REGRESSED, ci, p_worse)
+    if p_better < alpha and -worse > bound:
+        return out(Category.IMPROVED, ci, p_worse)
+    if -bound <= lo and hi <= bound:
+        return out(Category.UNCHANGED, ci, p_worse)
+    sd = r.se * math.sqrt(len(r.pairs))
+    need = _pairs_to_decide(abs(r.mean), sd, bound, alpha / m, len(r.pairs), r.df)
+    decide = f"; about {need} pairs would decide it at this spread" if need else ""
+    if abs(r.mean) > bound:
+        why = (f"beyond the {threshold:.0%} threshold but not significant at {policy.confidence:.0%} "
+               f"over {m} tests (Holm) and the looks{decide}")
+    else:
+        why = (f"not shown unchanged: the {label} reaches beyond the band "
+               f"{percent(math.expm1(-bound))}..{percent(threshold)}{decide}")
+    return out(Category.INCONCLUSIVE, ci, p_worse, why, more=True)
+
+
+def _pairs_to_decide(mean: float, sd: float, bound: float, tail: float, pairs: int, df: float) -> int | None:
+    """Roughly how many pairs would decide a metric with this mean and spread: the fewest ``n``
+    whose interval half-width (t quantile at ``tail`` on the degrees of freedom ``n`` pairs would
+    have) is below the distance of the mean from the bound; None beyond 1000 pairs."""
+    gap = abs(bound - mean)
+    if gap <= 0 or sd <= 0:
+        return None
+    for n in range(pairs + 1, 1001):
+        if float(sps.t.ppf(1 - tail, df + n - pairs)) * sd / math.sqrt(n) < gap:
+            return n
+    return None
 
 
 def compare_runs(
-    base_runs: Sequence[RunDocument], head_runs: Sequence[RunDocument], policy: Policy
+    base_runs: Sequence[RunDocument], head_runs: Sequence[RunDocument], policy: Policy, *, looks: int = 1
 ) -> list[PairedComparison]:
     values, directions = pair_values(base_runs, head_runs)
-    return judge_pairs(values, directions, policy)
+    return judge_pairs(values, directions, policy, looks=looks)
 
 
 def by_benchmark(comparisons: Iterable[PairedComparison]) -> dict[str, list[PairedComparison]]:

@@ -1,6 +1,7 @@
 """``mmperf ab`` from refs to an exit status: worktrees, R process pairs in lockstep, the paired test.
 
-Exit status (:func:`run_ab`): 0 no regression; 1 a regression, an output drift, or a benchmark test
+Exit status (:func:`run_ab`): 0 no regression or inconclusive (said so; 1 with
+``--inconclusive=fail`` where that option exists); 1 a regression, an output drift, or a benchmark test
 that failed on head; 2 bad input or a failed step (unknown ref, uncommitted changes that would not
 be measured, a pytest usage error, a worker that died or hung), one line on stderr.
 """
@@ -13,48 +14,22 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_mmperf.ab import coordinator, paired
+from pytest_mmperf.ab import coordinator, paired, summary
 from pytest_mmperf.ab.options import SIDES, ABError, ABOptions, pytest_command
+from pytest_mmperf.ab.result import DECIDED, MAX_REPEATS, NO_HELP, REGRESSION, TIME_BUDGET, ABResult
 from pytest_mmperf.ab.worktrees import check_clean, check_plugin_source, git, resolve_ref, side_env, worktrees
 from pytest_mmperf.judge import drift
+from pytest_mmperf.judge.compare import Category, Policy
 from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.results import atomic
 from pytest_mmperf.results.merge import MergeError, pool
 from pytest_mmperf.results.records import BenchmarkRecord, DocumentError, RunDocument
 from pytest_mmperf.settings import Settings
-
-
-@dataclass
-class ABResult:
-    base_sha: str
-    head_sha: str
-    base: RunDocument  # every pair's rounds pooled, for display
-    head: RunDocument
-    comparisons: list[paired.PairedComparison]
-    drifts: dict[str, list[str]]  # benchmark -> output changes of head vs base
-    notes: list[str]
-    head_failures: list[str]  # head workers whose benchmark tests failed
-
-    @property
-    def regressions(self) -> list[paired.PairedComparison]:
-        return [c for c in self.comparisons if c.category == paired.REGRESSED]
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.head_failures or self.drifts or self.regressions)
-
-    def to_json(self) -> dict[str, Any]:
-        """The verdicts as data (``--json-dir``/ab.json)."""
-        return {
-            "base": self.base_sha, "head": self.head_sha, "failed": self.failed,
-            "comparisons": [{"benchmark": c.benchmark, **c.to_json()} for c in self.comparisons],
-            "drifts": self.drifts, "notes": self.notes, "head_failures": self.head_failures,
-        }
 
 
 def _output(rec: BenchmarkRecord | None) -> Any:
@@ -83,15 +58,46 @@ def _load(path: Path, label: str) -> RunDocument:
     return doc
 
 
+def _policy(options: ABOptions) -> Policy:
+    # the one front door (judge.policy): per-metric thresholds and defaults as the gate reads them
+    return policy_from_settings(
+        options.settings or Settings(threshold=options.threshold, compare_confidence=options.confidence),
+        cross_session=False,
+    )
+
+
+def next_pair(r: int, options: ABOptions, comparisons: list[paired.PairedComparison],
+              pair_seconds: list[float]) -> str | None:
+    """After ``r`` pairs: None to measure another, else why the run stops (the sequential design:
+    pairs are added while no gated metric regressed and one is undecided, more pairs could decide it, ``--max-repeats``
+    is not reached and the next pair, as long as the mean pair so far, fits ``--time-budget``)."""
+    if r < options.repeats:
+        return None
+    if any(c.category is Category.REGRESSED for c in comparisons):
+        return REGRESSION  # decided at a paid-for look: more pairs would not change the verdict
+    open_ = [c for c in comparisons if c.category is Category.INCONCLUSIVE]
+    if not open_:
+        return DECIDED
+    if not any(c.more_pairs_help for c in open_):
+        return NO_HELP
+    if r >= options.most_pairs:
+        return MAX_REPEATS
+    if pair_seconds and sum(pair_seconds) + sum(pair_seconds) / len(pair_seconds) > options.time_budget_s:
+        return TIME_BUDGET
+    return None
+
+
 def measure(
     options: ABOptions,
     *,
     spawn: coordinator.Spawn = coordinator.ProcessWorker,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> ABResult:
-    """Everything but the output: worktrees, the process pairs, judging."""
+    """Everything but the output: worktrees, the process pairs (sequentially), judging."""
     if options.rounds < 1 or options.repeats < 1:
         raise ABError("--rounds and --repeats must be positive integers")
+    if options.max_repeats is not None and options.max_repeats < options.repeats:
+        raise ABError(f"--max-repeats {options.max_repeats} is below --repeats {options.repeats}")
     repo = options.repo.resolve()
     try:
         top = Path(git(repo, "rev-parse", "--show-toplevel"))
@@ -103,10 +109,15 @@ def measure(
     subdir = repo.relative_to(top) if repo != top else Path()
     if shas["base"] == shas["head"]:
         log(f"mmperf ab: base and head are the same commit {shas['base'][:12]} (an A/A run)")
+    policy = _policy(options)
+    looks = options.looks
     scratch = Path(tempfile.mkdtemp(prefix="mmperf-ab-"))
     notes: list[str] = []
     head_failures: list[str] = []
     runs: dict[str, list[RunDocument]] = {s: [] for s in SIDES}
+    pair_seconds: list[float] = []
+    comparisons: list[paired.PairedComparison] = []
+    stopped = DECIDED
     try:
         json_dir = options.json_dir.resolve() if options.json_dir else scratch / "results"
         json_dir.mkdir(parents=True, exist_ok=True)
@@ -114,26 +125,40 @@ def measure(
             envs = {s: side_env(trees[s], shas[s], refs[s]) for s in SIDES}
             for s in SIDES:
                 check_plugin_source(options.python, trees[s] / subdir, envs[s])
-            for r in range(1, options.repeats + 1):
+            r = 0
+            while True:
+                r += 1
                 order = SIDES if r % 2 == 1 else SIDES[::-1]  # who starts and moves first: ABBA over pairs
                 specs = [coordinator.WorkerSpec(
                     s, r, tuple(pytest_command(options.python, json_dir / f"{s}-{r}.json", options.rounds,
                                                options.pytest_args)),
                     trees[s] / subdir, envs[s], json_dir / f"{s}-{r}.log") for s in order]
+                total = str(options.repeats) if r <= options.repeats else f"{options.most_pairs} at most"
+                started = time.monotonic()
                 try:
                     report = coordinator.run_pair(specs, scratch, spawn=spawn, timeout_s=options.timeout_s,
                                                   progress=lambda line: log(f"mmperf ab: {line}"),
-                                                  repeats=options.repeats)
+                                                  repeats=total)
                 except coordinator.WorkerError as exc:
                     raise ABError(str(exc)) from None
+                pair_seconds.append(time.monotonic() - started)
                 notes += [f"pair {r}: {n}" for n in report.notes]
                 for s in SIDES:
                     runs[s].append(_load(json_dir / f"{s}-{r}.json", f"{s} (pair {r})"))
                     if report.returncodes[s] == 1:
                         msg = f"{s} (pair {r}): a benchmark test failed (log {s}-{r}.log)"
                         (head_failures if s == "head" else notes).append(msg)
-                log(f"mmperf ab: pair {r}/{options.repeats} done: {report.turns['base']} base and "
+                log(f"mmperf ab: pair {r}/{total} done: {report.turns['base']} base and "
                     f"{report.turns['head']} head rounds")
+                if r < options.repeats:
+                    continue
+                comparisons = paired.compare_runs(runs["base"], runs["head"], policy, looks=looks)
+                why = next_pair(r, options, comparisons, pair_seconds)
+                if why is not None:
+                    stopped = why
+                    break
+                undecided = sum(c.category is Category.INCONCLUSIVE for c in comparisons)
+                log(f"mmperf ab: {undecided} gated metric(s) undecided after {r} pair(s): one more pair")
         try:
             pooled = {s: pool(runs[s], [f"{s} pair {i + 1}" for i in range(len(runs[s]))]) for s in SIDES}
         except MergeError as exc:
@@ -143,12 +168,6 @@ def measure(
                 atomic.write_text(json_dir / f"{s}.json", pooled[s].dumps())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # worktrees, sockets, and results unless --json-dir
-    # the one front door (judge.policy): per-metric thresholds and defaults as the gate reads them
-    policy = policy_from_settings(
-        options.settings or Settings(threshold=options.threshold, compare_confidence=options.confidence),
-        cross_session=False,
-    )
-    comparisons = paired.compare_runs(runs["base"], runs["head"], policy)
     if pooled["base"].fingerprint != pooled["head"].fingerprint:
         notes.append(f"base and head report different environments ({pooled['base'].fingerprint} vs "
                      f"{pooled['head'].fingerprint}): did head change a setting that enters the fingerprint?")
@@ -156,8 +175,11 @@ def measure(
     for label, ids in (("base (removed by head?)", base_ids - head_ids), ("head (new)", head_ids - base_ids)):
         if ids:
             notes.append(f"{len(ids)} benchmark(s) only in {label}, not compared: {', '.join(sorted(ids))}")
+    inconclusive = getattr(options.settings, "inconclusive", "pass") if options.settings else "pass"
     result = ABResult(shas["base"], shas["head"], pooled["base"], pooled["head"], comparisons,
-                      output_drifts(runs["base"][0], runs["head"][0]), notes, head_failures)
+                      output_drifts(runs["base"][0], runs["head"][0]), notes, head_failures,
+                      pairs=len(runs["base"]), looks=looks, stopped=stopped, pair_seconds=pair_seconds,
+                      inconclusive_fails=inconclusive == "fail")
     if options.json_dir:
         atomic.write_text(options.json_dir.resolve() / "ab.json", json.dumps(result.to_json(), indent=1) + "\n")
     return result
@@ -181,8 +203,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_ab(options: ABOptions, *, out: Callable[[str], None] = print) -> int:
-    from pytest_mmperf.ab import summary
-
     try:
         with _sigterm_as_interrupt():
             result = measure(options)

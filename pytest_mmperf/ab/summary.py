@@ -1,60 +1,82 @@
-"""What ``mmperf ab`` prints and writes: terminal lines and a Markdown summary for a pull request."""
+"""What ``mmperf ab`` prints and writes: terminal lines and a Markdown summary for a pull request.
+
+The last line says one of three things: ``regression``; ``inconclusive`` (a gated metric could not
+be decided in the pairs the run could afford: each such metric is listed with the pairs' spread and
+about how many pairs would decide it); ``no regression`` only when every gated metric was decided.
+"""
 
 from __future__ import annotations
 
-from pytest_mmperf.ab import paired
 from pytest_mmperf.ab.options import ABOptions
-from pytest_mmperf.ab.run import ABResult
+from pytest_mmperf.ab.paired import by_benchmark
+from pytest_mmperf.ab.result import DECIDED, ABResult
+from pytest_mmperf.judge.compare import Category, percent
 
 MARKER = "<!-- mmperf-ab -->"  # first line of the Markdown: a PR comment bot finds its comment by it
+ORDER = (Category.REGRESSED, Category.IMPROVED, Category.INCONCLUSIVE, Category.UNCHANGED)
 
 
 def _counts(result: ABResult) -> str:
     cats = [c.category for c in result.comparisons]
-    parts = [f"{cats.count(k)} {k}" for k in (paired.REGRESSED, paired.IMPROVED, paired.INCONCLUSIVE,
-                                              paired.UNCHANGED) if cats.count(k)]
+    parts = [f"{cats.count(k)} {k.value}" for k in ORDER if cats.count(k)]
     return ", ".join(parts) or "nothing compared"
 
 
+def _design(result: ABResult) -> str:
+    stop = "" if result.stopped == DECIDED else f"; stopped: {result.stopped}"
+    looks = f", {result.looks} look(s) paid for (alpha / {result.looks})" if result.looks > 1 else ""
+    return f"{result.pairs} process pair(s){looks}{stop}"
+
+
+def verdict_line(result: ABResult) -> str:
+    shas = f"head {result.head_sha[:12]} vs base {result.base_sha[:12]}"
+    if result.verdict == "inconclusive":
+        n = len(result.undecided)
+        what = (f"{n} gated metric(s) undecided after {result.pairs} pair(s) ({result.stopped})"
+                if result.comparisons else "nothing was compared")
+        fails = "; fails (--inconclusive=fail)" if result.failed else ""
+        return f"mmperf ab: inconclusive: {what}{fails} ({shas})"
+    return f"mmperf ab: {result.verdict} ({shas})"
+
+
 def terminal_lines(result: ABResult) -> list[str]:
-    benches = paired.by_benchmark(result.comparisons)
-    pairs = max((c.pairs for c in result.comparisons), default=0)
-    lines = [f"mmperf ab: head vs base: {len(benches)} benchmark(s), {len(result.comparisons)} metric(s) "
-             f"over {pairs} process pair(s): {_counts(result)}"]
+    benches = by_benchmark(result.comparisons)
+    lines = [f"mmperf ab: head vs base: {len(benches)} benchmark(s), {len(result.comparisons)} gated metric(s) "
+             f"over {_design(result)}: {_counts(result)}"]
     for c in result.comparisons:
-        if c.category == paired.REGRESSED:
+        if c.category is Category.REGRESSED:
             lines.append(f"REGRESSED {c.benchmark} {c.describe()}")
     for c in result.comparisons:
-        if c.category in (paired.IMPROVED, paired.INCONCLUSIVE):
-            lines.append(f"{c.category} {c.benchmark} {c.describe()}")
+        if c.category in (Category.IMPROVED, Category.INCONCLUSIVE):
+            lines.append(f"{c.category.value} {c.benchmark} {c.describe()}")
     for bench, changes in result.drifts.items():
         lines.append(f"DRIFT {bench}: {'; '.join(changes)}")
     for failure in result.head_failures:
         lines.append(f"FAILED {failure}")
     lines += [f"note: {n}" for n in result.notes]
-    lines.append(f"mmperf ab: {'regression' if result.failed else 'no regression'} "
-                 f"(head {result.head_sha[:12]} vs base {result.base_sha[:12]})")
+    lines.append(verdict_line(result))
     return lines
 
 
 def _pct(x: float | None) -> str:
-    return "" if x is None else paired.percent(x)
+    return "" if x is None else percent(x)
 
 
 def markdown(result: ABResult, options: ABOptions) -> str:
     from pytest_mmperf.report.markdown import escape
 
-    verdict = "❌ regression" if result.failed else "✅ no regression"
+    mark = {"regression": "❌ regression", "inconclusive": "⚠️ inconclusive", "no regression": "✅ no regression"}
     lines = [
         MARKER,
-        f"## pytest-mmperf A/B: {verdict}",
+        f"## pytest-mmperf A/B: {mark[result.verdict]}",
         "",
         f"head `{result.head_sha[:12]}` ({escape(options.head)}) vs base `{result.base_sha[:12]}` "
-        f"({escape(options.base)}), measured on one machine in {options.repeats} process pair(s): in each "
+        f"({escape(options.base)}), measured on one machine in {escape(_design(result))}: in each "
         f"pair a base and a head process take turns round by round (ABBA, {options.rounds} rounds each). "
         f"A change fails when it is beyond the {options.threshold:.0%} threshold and significant at "
-        f"{options.confidence:.0%} (t test on the per-pair log ratios, Holm over {len(result.comparisons)} "
-        "metrics).",
+        f"{options.confidence:.0%} (t test on the per-pair log ratios with per-benchmark moderated "
+        f"variance, Holm over the varying metrics, Bonferroni over the looks); a metric is unchanged "
+        "when its simultaneous interval lies within the threshold both ways.",
         "",
         f"**{_counts(result)}**",
         "",
@@ -65,13 +87,16 @@ def markdown(result: ABResult, options: ABOptions) -> str:
         lines.append(f"> ❌ output drift in `{escape(bench)}`: {escape('; '.join(changes))}")
     for note in result.notes:
         lines.append(f"> {escape(note)}")
-    lines += ["", "| benchmark | metric | base | head | change | CI | p | verdict |",
-              "|---|---|---:|---:|---:|---|---:|---|"]
+    lines += ["", "| benchmark | metric | base | head | change | interval | pairs' spread | p | verdict |",
+              "|---|---|---:|---:|---:|---|---:|---:|---|"]
     for c in result.comparisons:
         ci = f"{_pct(c.ci_low)}..{_pct(c.ci_high)}" if c.ci_low is not None else ""
         p = f"{c.p_value:.2g}" if c.p_value is not None else ""
-        mark = {"regressed": "❌ regressed", "improved": "✅ improved"}.get(c.category, c.category)
+        verdict = {Category.REGRESSED: "❌ regressed", Category.IMPROVED: "✅ improved"}.get(c.category,
+                                                                                          c.category.value)
         why = f" ({escape(c.reason)})" if c.reason else ""
+        spread = _pct(c.spread).lstrip("+") if c.spread is not None else ""
         lines.append(f"| `{escape(c.benchmark)}` | {c.metric} | {c.base:.4g} | {c.head:.4g} | "
-                     f"{_pct(c.change)} | {ci} | {p} | {mark}{why} |")
+                     f"{_pct(c.change)} | {ci} | {spread} | {p} | {verdict}{why} |")
+    lines += ["", escape(verdict_line(result))]
     return "\n".join(lines) + "\n"

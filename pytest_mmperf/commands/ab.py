@@ -3,12 +3,18 @@
 Both refs are checked out as temporary git worktrees (always removed). K process pairs run one
 after the other; in each, a base and a head ``pytest --mmperf`` are alive at once and take turns
 round by round (ABBA), so they never compute at the same time. Head is judged against base per
-metric by a t test on the per-pair log ratios (the process pair is the replication unit), Holm over
-the run, significant AND beyond the threshold (``pytest_mmperf.ab.paired``).
+metric by a t test on the per-pair log ratios (the process pair is the replication unit; each
+benchmark's variance moderated towards the run's), Holm over the run, regressed when significant
+AND beyond the threshold, unchanged when the interval lies within it (``pytest_mmperf.ab.paired``).
 
-Exit status: 0 no regression, 1 a regression, output drift or a benchmark test failing on head,
-2 bad input or a failed step (unknown ref, uncommitted changes, pytest usage error, a worker that
-died or hung), one line on stderr.
+While a gated metric is undecided, pairs are added one at a time (up to ``--max-repeats``, within
+``--time-budget``), each look paid for; the last line says "regression", "inconclusive" (what is
+undecided, the pairs' spread, about how many pairs would decide it) or, only when every gated
+metric was decided, "no regression".
+
+Exit status: 0 no regression or inconclusive (said so), 1 a regression, output drift or a benchmark
+test failing on head, 2 bad input or a failed step (unknown ref, uncommitted changes, pytest usage
+error, a worker that died or hung), one line on stderr.
 """
 
 from __future__ import annotations
@@ -58,8 +64,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rounds", type=_positive, default=ABOptions.rounds, metavar="N",
                    help=f"measured rounds per benchmark in each process (default {ABOptions.rounds})")
     p.add_argument("--repeats", type=_positive, default=ABOptions.repeats, metavar="K",
-                   help="process pairs (base and head in lockstep); the replication unit of the test, "
-                        f"at least 2 to judge metrics that vary (default {ABOptions.repeats})")
+                   help="process pairs (base and head in lockstep) before the first look; the replication "
+                        f"unit of the test, at least 2 to judge metrics that vary (default {ABOptions.repeats})")
+    p.add_argument("--max-repeats", type=_positive, default=None, metavar="M",
+                   help="add pairs one at a time while a gated metric is undecided, up to M in all; each "
+                        "possible look is paid for (Bonferroni over the M - K + 1 looks) (default 2K; "
+                        "K: no pair added)")
+    p.add_argument("--time-budget", type=_positive, default=int(ABOptions.time_budget_s), metavar="SECONDS",
+                   help="add a pair only while the pairs so far plus one more of their mean length fit "
+                        f"this many seconds (default {int(ABOptions.time_budget_s)})")
     p.add_argument("--pytest-args", action="append", default=[], metavar="ARGS",
                    help='arguments for pytest in each worktree, one shell-quoted string, e.g. '
                         '"suites --mmperf-scale=tiny -k llm"; write --pytest-args="-k llm" when it '
@@ -96,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         head=args.head,
         rounds=args.rounds,
         repeats=args.repeats,
+        max_repeats=args.max_repeats,
+        time_budget_s=float(args.time_budget),
         pytest_args=split_args(args.pytest_args),
         markdown=args.markdown,
         json_dir=args.json_dir,

@@ -204,7 +204,10 @@ class Policy:
     host_reason: str = ""  # not "": the baseline is from another (or an unknown) host: why
 
     def threshold_for(self, metric: str) -> float:
-        return float(self.thresholds.get(metric, self.threshold))
+        """The metric's own threshold, else the run's; an instruction count's default is the
+        deterministic gate's (0.5%), as :func:`compare_counts` and ``mmperf ab`` judge it."""
+        default = deterministic.DEFAULT_THRESHOLD if deterministic.is_count(metric) else self.threshold
+        return float(self.thresholds.get(metric, default))
 
     def allowance_for(self, metric: str) -> Allowance:
         """The cross-session drift this metric may carry (timings and speedups): none within one
@@ -794,3 +797,19 @@ def q_values(p_values: Sequence[float]) -> list[float]:
 
 def p_values_of(comparisons: Iterable[MetricComparison]) -> list[tuple[MetricComparison, float]]:
     return [(m, m.p_value) for m in comparisons if m.gated and m.p_value is not None]
+
+
+# -- shared with mmperf ab (pytest_mmperf.ab.paired): one formatter, one definition -----------------
+def percent(x: float) -> str:
+    """A signed relative change as text: ``+5.0%``, ``n/a`` for NaN, ``+inf%``/``-inf%``."""
+    return _pct(x)
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """A float for JSON: None where it is not finite."""
+    return _finite(x)
+
+
+def per_round_speedups(rec: BenchmarkRecord) -> list[float] | None:
+    """eager / optimized latency of each round (both arms of a round ran back to back)."""
+    return _per_round_speedups(rec)

@@ -27,7 +27,9 @@ changes its memory:
   (grow the count until a round lasts ``1 / max_overhead`` times the harness's own cost of an
   empty round, and at least ``min_round_ms``), so the timer's overhead stays below 1%; samples
   are per call;
-* memory accounting that slows the call (CPU allocator accounting) is an extra untimed call.
+* memory accounting that slows the call (CPU allocator accounting) is an extra untimed call;
+  the resident-memory gauge (what the benchmark holds between calls) is read once, after the
+  warm-up, outside every timed region.
 
 Nothing here imports torch; clocks, probes and the accountant come in through their Protocols.
 """
@@ -44,7 +46,7 @@ from typing import Any
 from pytest_mmperf.measure import lockstep
 from pytest_mmperf.measure.clocks import Clock
 from pytest_mmperf.measure.contention import ContentionMonitor
-from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe
+from pytest_mmperf.measure.memory import MemoryAccountant, MemoryProbe, ResidentGauge
 from pytest_mmperf.results.metrics import phase_metric
 
 PHASE_COST = "phase_entry_cost_ms"  # the harness's own cost of one phase entry (two marks)
@@ -166,6 +168,7 @@ class Sampler:
         monitor: ContentionMonitor | None = None,
         before_round: Callable[[], None] | None = None,
         after_round: Callable[[], None] | None = None,
+        resident: ResidentGauge | None = None,
     ) -> None:
         self.clock = clock
         self.probes = list(probes)
@@ -179,6 +182,9 @@ class Sampler:
         # outside the timed region and before the memory probes are reset
         self.before_round = before_round
         self.after_round = after_round
+        # read once after the warm-up (and the accounting call), the results released: what the
+        # benchmark holds between calls; recorded on the last arm (the benchmark's own)
+        self.resident = resident
 
     def run(self, arms: Sequence[Callable[[], Any]]) -> list[ArmSamples]:
         if not arms:
@@ -193,6 +199,11 @@ class Sampler:
                 acc.result = None
                 for key, value in self.accountant.account(arm).items():
                     acc.add(key, value, 0)
+        if self.resident is not None:
+            for acc in out:
+                acc.result = None  # a call's output is not what the benchmark holds between calls
+            for key, value in self.resident.read().items():
+                out[-1].add(key, value, 0)
         if self.plan.iterations > 1:
             for acc in out:
                 acc.iterations = self.plan.iterations  # the user's count wins over calibration
@@ -349,3 +360,53 @@ class Sampler:
         if self.after_round is not None:
             self.after_round()
         return result
+
+
+# pytest-benchmark's default --benchmark-min-time: the shortest round it calibrates to (seconds)
+PYTEST_BENCHMARK_MIN_TIME_S = 5e-6
+# pytest-benchmark's statistic for a pytest-benchmark test: per-call times in rounds as short as
+# pytest-benchmark's, next to latency_ms (5 ms rounds: block means); see docs/adoption.md
+SHORT_ROUNDS = "short_round_latency_ms"
+
+
+def short_rounds(
+    clock: Clock,
+    call: Callable[[], Any],
+    *,
+    min_round_s: float = PYTEST_BENCHMARK_MIN_TIME_S,
+    rounds: int = 7,
+    max_rounds: int = 200,
+    max_time_s: float = 1.0,
+) -> tuple[list[float], int]:
+    """Per-call times (ms) in rounds as short as pytest-benchmark's: ``iterations`` calls a round,
+    the fewest that last ``min_round_s`` (one call for anything of 5 us or more), at least
+    ``rounds`` rounds and more while under ``max_time_s``; the collector off in each round.
+    Returns (samples, iterations). The median of these is what pytest-benchmark reports as a
+    test's median; the fixture's ``latency_ms`` rounds last 5 ms (block means), see
+    docs/adoption.md."""
+    lockstep.from_environment().wait_turn()  # under ``mmperf ab``: one turn for the whole series
+    clock.synchronize()
+    t0 = clock.now_ns()
+    call()
+    clock.synchronize()
+    single_ns = max(clock.now_ns() - t0, 1)
+    iterations = max(1, math.ceil(min_round_s * 1e9 / single_ns))
+    out: list[float] = []
+    started = clock.now_ns()
+    gc_was_enabled = gc.isenabled()
+    try:
+        while len(out) < rounds or (len(out) < max_rounds and (clock.now_ns() - started) / 1e9 < max_time_s):
+            gc.disable()
+            clock.synchronize()
+            a = clock.now_ns()
+            for _ in range(iterations):
+                call()
+            clock.synchronize()
+            b = clock.now_ns()
+            if gc_was_enabled:
+                gc.enable()
+            out.append((b - a) / 1e6 / iterations)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return out, iterations

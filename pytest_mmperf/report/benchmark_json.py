@@ -7,8 +7,14 @@ values pytest-benchmark itself would compute; ``version`` is the installed pytes
 tool read the result. :func:`save_to_storage` writes it where pytest-benchmark's own storage
 (``--benchmark-storage``, default ``.benchmarks/<machine id>/NNNN_NAME.json``) keeps runs.
 
-Only ``latency_ms`` maps onto pytest-benchmark's model (one timing per benchmark); the other
-metrics' medians and the environment fingerprint ride along in ``extra_info``.
+One timing per benchmark maps onto pytest-benchmark's model, and its fields (``median``, ``mean``,
+``min``, ...) mean what pytest-benchmark's mean: for a pytest-benchmark test run under ``--mmperf``
+the per-call times in rounds as short as pytest-benchmark's (``short_round_latency_ms``: single
+calls for anything of 5 us or more), so ``pytest-benchmark compare`` against old runs compares like
+with like; for an ``mmperf`` benchmark (and a ``pedantic`` test, whose rounds the user fixed) the
+per-call times of its rounds (``latency_ms``). ``extra_info["mmperf_timing"]`` names which;
+``extra_info["latency_ms"]`` is always the fixture's gated median. The other metrics' medians and
+the environment fingerprint ride along in ``extra_info``.
 """
 
 from __future__ import annotations
@@ -18,9 +24,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from pytest_mmperf.measure.sampler import SHORT_ROUNDS
 from pytest_mmperf.results.records import BenchmarkRecord, RunDocument
 
 TIMED_METRIC = "latency_ms"
+
+
+def timed_metric(b: BenchmarkRecord) -> str:
+    """The metric whose samples fill pytest-benchmark's fields: its own statistic where measured."""
+    short = b.metrics.get(SHORT_ROUNDS)
+    return SHORT_ROUNDS if short is not None and short.samples else TIMED_METRIC
 
 
 def machine_info(environment: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,7 +76,9 @@ def _metadata(b: BenchmarkRecord, doc: RunDocument) -> Any:
         "speedup_vs_eager": b.speedup_vs_eager.median if b.speedup_vs_eager else None,
         "mmperf_fingerprint": doc.fingerprint,
     })
-    extra.update({k: m.median for k, m in sorted(b.metrics.items()) if k != TIMED_METRIC})
+    timed = timed_metric(b)
+    extra.update({k: m.median for k, m in sorted(b.metrics.items()) if k != timed})
+    extra["mmperf_timing"] = timed
     name = b.id.split("::")[-1]
     param = name.partition("[")[2].removesuffix("]") or None
     # Metadata reads these attributes of pytest-benchmark's fixture; this is a record, not a fixture
@@ -80,9 +95,9 @@ def _metadata(b: BenchmarkRecord, doc: RunDocument) -> Any:
         "min_time": None,
         "warmup": s.get("warmup"),
     }
-    iterations = int(params.get("iterations", 1) or 1)
+    iterations = int(params.get("short_round_iterations" if timed == SHORT_ROUNDS else "iterations", 1) or 1)
     meta = Metadata(holder, iterations=iterations, options=options)
-    for value in b.metrics[TIMED_METRIC].samples:
+    for value in b.metrics[timed].samples:
         meta.stats.update(value / 1e3)  # already per call; Metadata.update would divide again
     return meta
 
