@@ -105,6 +105,7 @@ class Diagnosis:
     phases: tuple[PhaseShare, ...]  # biggest share first
     latency: tuple[str, float, float] | None  # (metric, base, head) per call
     notes: tuple[str, ...] = ()
+    memory: bool = False  # a byte count regressed: operators ranked by bytes, no time split shown
 
     @property
     def empty(self) -> bool:
@@ -115,7 +116,7 @@ class Diagnosis:
         out = [f"  {i}. {c.text}" for i, c in enumerate(self.causes[:limit], 1)]
         if len(self.causes) > limit:
             out.append(f"  ... and {len(self.causes) - limit} smaller change(s)")
-        if self.phases and self.latency is not None:
+        if self.phases and self.latency is not None and not self.memory:
             metric, base, head = self.latency
             where = "; ".join(p.text() for p in self.phases[:3])
             out.append(f"  where: {metric} {_fmt(base)} -> {_fmt(head)} a call; {where}")
@@ -211,9 +212,19 @@ def operator_causes(base: Mapping[str, Any], head: Mapping[str, Any], *, memory:
         return []
     b_ops, b_meta = b_parsed
     h_ops, h_meta = h_parsed
+    b_rest, h_rest = _rest_calls(b_meta), _rest_calls(h_meta)
     b_steps, h_steps = float(b_meta.get("steps") or 0), float(h_meta.get("steps") or 0)
-    b_cut = bool(b_meta.get("truncated"))
-    h_cut = bool(h_meta.get("truncated"))
+    # truncated: operators below the top N are not known by name (profiles without ``rest_calls``)
+    b_cut = bool(b_meta.get("truncated")) and b_rest is None
+    h_cut = bool(h_meta.get("truncated")) and h_rest is None
+    # an operator below one side's top N is there with its calls; its time is at most that
+    # side's smallest kept one, taken as it (so a change shown is at least what it says)
+    shown = set(b_ops) | set(h_ops)
+    for ops_, rest in ((b_ops, b_rest), (h_ops, h_rest)):
+        cut = min((o.self_us for o in ops_.values()), default=0.0)
+        for name, calls in (rest or {}).items():
+            if name not in ops_ and name in shown:
+                ops_[name] = Op(calls, cut, cut, 0.0)
     total = max(float(b_meta.get("total_self_us") or 0.0), sum(o.self_us for o in b_ops.values()), 1e-9)
     total_bytes = max(float(b_meta.get("total_self_bytes") or 0.0),
                       sum(max(o.self_bytes, 0) for o in b_ops.values()), 1.0)
@@ -229,7 +240,7 @@ def operator_causes(base: Mapping[str, Any], head: Mapping[str, Any], *, memory:
 
     def calls_text(name: str, b: Op | None, h: Op | None) -> str:
         bc, hc = (b.calls if b else 0.0), (h.calls if h else 0.0)
-        if b_steps and h_steps:
+        if b_steps and h_steps and abs(hc / h_steps - bc / b_steps) >= 0.5:  # a change in every step
             return f"calls per step {_fmt(bc / b_steps)} -> {_fmt(hc / h_steps)}"
         return f"calls per call {_fmt(bc)} -> {_fmt(hc)}"
 
@@ -239,8 +250,8 @@ def operator_causes(base: Mapping[str, Any], head: Mapping[str, Any], *, memory:
         return f"self time {'+' if delta >= 0 else '-'}{_fmt(abs(delta) / 1000)} ms a call"
 
     causes: list[Cause] = []
-    vanished = [n for n in b_ops if n not in h_ops and not h_cut]
-    new = [n for n in h_ops if n not in b_ops]
+    vanished = [n for n in b_ops if n not in h_ops and not h_cut and n not in (h_rest or {})]
+    new = [n for n in h_ops if n not in b_ops and n not in (b_rest or {})]
     # a vanished and a new operator of the same class: one operator replaced another
     paired: set[str] = set()
     for v in sorted(vanished, key=lambda n: -b_ops[n].total_us):
@@ -289,6 +300,13 @@ def operator_causes(base: Mapping[str, Any], head: Mapping[str, Any], *, memory:
                                 abs(delta) / scale, {"change": delta, "structural": False}))
     causes.sort(key=lambda c: -c.score)
     return causes
+
+
+def _rest_calls(meta: Mapping[str, Any]) -> dict[str, float] | None:
+    rest = meta.get("rest_calls")
+    if not isinstance(rest, Mapping):
+        return None
+    return {str(k): float(v) for k, v in rest.items() if isinstance(v, (int, float))}
 
 
 # -- lever health ------------------------------------------------------------------------------------
@@ -362,7 +380,7 @@ def diagnose(
         assert b_prof is not None and h_prof is not None
         causes += operator_causes(b_prof, h_prof, memory=_memory_regressed(regressed))
     causes.sort(key=lambda c: -c.score)
-    return Diagnosis(head.id, tuple(causes), tuple(phases), latency, tuple(notes))
+    return Diagnosis(head.id, tuple(causes), tuple(phases), latency, tuple(notes), _memory_regressed(regressed))
 
 
 # -- on a failed verdict ------------------------------------------------------------------------------

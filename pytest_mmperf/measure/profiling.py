@@ -202,7 +202,7 @@ def compact_profile(
 ) -> dict[str, Any]:
     """(name, calls, self_us, total_us, self_bytes) per operator of one call -> the compact profile
     stored with a record (``profile["operators"]``): the ``top`` operators by self time, rounded,
-    plus what the rest add up to. Pure; the judge's diagnosis reads it."""
+    plus what the rest add up to and the rest's calls by name. Pure; the judge's diagnosis reads it."""
     rows = sorted(((n, c, s, t, b) for n, c, s, t, b in ops if c > 0), key=lambda r: (-r[2], r[0]))
     kept, rest = rows[:top], rows[top:]
     # an operator that allocates a lot but takes little time must not be cut (a kept buffer)
@@ -217,6 +217,8 @@ def compact_profile(
         "total_self_bytes": _sig(sum(max(r[4], 0.0) for r in rows), 4),
         "rest": {"operators": len(rest), "calls": int(sum(r[1] for r in rest)),
                  "self_us": _sig(sum(r[2] for r in rest))},
+        # every other operator's calls (names and counts only): "new" and "vanished" stay exact
+        "rest_calls": {n: int(c) for n, c, _, _, _ in sorted(rest)},
         "ops": {n: {"calls": int(c), "self_us": _sig(s), "total_us": _sig(t), "self_bytes": int(b)}
                 for n, c, s, t, b in kept},
     }
