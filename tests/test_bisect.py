@@ -110,7 +110,7 @@ def test_candidates_follow_the_first_parent_line_and_refuse_a_wrong_order(tmp_pa
 
 
 def test_bad_refs_are_one_line_errors(tmp_path, capsys):
-    repo, shas = tiny_repo(tmp_path)
+    repo, _ = tiny_repo(tmp_path)
     from pytest_mmperf import cli
 
     assert cli.main(["bisect", "--good", "nope", "--bad", "HEAD", "--repo", str(repo)]) == 2
