@@ -4,7 +4,6 @@ extra profiled call for a passing benchmark."""
 
 import json
 
-
 # pytester's in-process runs restore sys.modules after each run, and numpy/scipy extension
 # modules cannot load twice in one process: load what the gate imports before any run.
 import pytest_mmperf.judge.gate

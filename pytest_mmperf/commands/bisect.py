@@ -23,6 +23,7 @@ skipped commits hide which one is first; 2 bad input or a failed step (one line 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import shutil
 import sys
@@ -115,9 +116,13 @@ def _first_error(path: Path) -> str:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    named = re.compile(r"\b[A-Z]\w*(Error|Exception)\b:")  # "E   SyntaxError: invalid syntax"
     for line in lines:
-        if line.startswith("E ") or "Error" in line:
+        if named.search(line):
             return line.strip().removeprefix("E").strip()
+    for line in lines:
+        if line.startswith("E "):
+            return line.removeprefix("E").strip()
     return lines[-1].strip() if lines else ""
 
 
