@@ -15,7 +15,7 @@
 
 ``series`` makes 16 commits on top of HEAD on branch ``series``: neutral edits (a comment line in
 a notes file), the planted regression (``--plant``, default ``mlp``) as commit ``--at`` (default
-8), and commit ``--broken`` (default 5) that cannot be built (a syntax error in the tiny LLM's
+8), and commit ``--broken`` (default 4, the second midpoint a bisection probes) that cannot be built (a syntax error in the tiny LLM's
 workload, repaired by the next commit). It prints the good and bad ends, the planted commit and
 the broken one.
 
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("clone", type=Path)
     b.add_argument("--plant", choices=sorted(PLANTS), default="mlp")
     b.add_argument("--at", type=int, default=8, help="the planted commit's position, 1-based (default 8)")
-    b.add_argument("--broken", type=int, default=5, help="the unbuildable commit's position (default 5)")
+    b.add_argument("--broken", type=int, default=4,
+                   help="the unbuildable commit's position (default 4: the second midpoint bisect probes)")
     args = p.parse_args(argv)
     try:
         if git(args.clone, "status", "--porcelain", "--untracked-files=no"):
