@@ -15,8 +15,8 @@
 
 ``series`` makes 16 commits on top of HEAD on branch ``series``: neutral edits (a comment line in
 a notes file), the planted regression (``--plant``, default ``mlp``) as commit ``--at`` (default
-8), and commit ``--broken`` (default 4, the second midpoint a bisection probes) that cannot be built (a syntax error in the tiny LLM's
-workload, repaired by the next commit). It prints the good and bad ends, the planted commit and
+8), and commit ``--broken`` (default 4, the second midpoint a bisection probes) that cannot be
+built (a syntax error in the tiny LLM's workload, repaired by the next commit). It prints the good and bad ends, the planted commit and
 the broken one.
 
 The clone is any git clone of this repository (``git clone . /tmp/plant``); the script edits
@@ -142,11 +142,11 @@ def series(repo: Path, plant: str, at: int, broken: int, length: int = 16) -> No
             shas.append(planted)
         elif i == broken:
             edit(repo, LLM, "def build(task: str, options: BuildOptions) -> LlmRunner:\n",
-                 "def build(task: str, options: BuildOptions) -> LlmRunner:  # broken (\n")
+                 "def build(task: str, options: BuildOptions) -> LlmRunner  # broken: no colon\n")
             broken_sha = commit(repo, f"llm: step {i} (does not build: a syntax error)")
             shas.append(broken_sha)
         elif i == broken + 1:
-            edit(repo, LLM, "def build(task: str, options: BuildOptions) -> LlmRunner:  # broken (\n",
+            edit(repo, LLM, "def build(task: str, options: BuildOptions) -> LlmRunner  # broken: no colon\n",
                  "def build(task: str, options: BuildOptions) -> LlmRunner:\n")
             shas.append(commit(repo, f"llm: step {i} (repairs the syntax error)"))
         else:
