@@ -16,8 +16,8 @@
 ``series`` makes 16 commits on top of HEAD on branch ``series``: neutral edits (a comment line in
 a notes file), the planted regression (``--plant``, default ``mlp``) as commit ``--at`` (default
 8), and commit ``--broken`` (default 4, the second midpoint a bisection probes) that cannot be
-built (a syntax error in the tiny LLM's workload, repaired by the next commit). It prints the good and bad ends, the planted commit and
-the broken one.
+built (a syntax error in the tiny LLM's workload, repaired by the next commit). It prints the
+good and bad ends, the planted commit and the broken one.
 
 The clone is any git clone of this repository (``git clone . /tmp/plant``); the script edits
 only the clone. Each edit looks for an exact anchor and stops with one line when it is missing.

@@ -28,7 +28,7 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,9 +94,12 @@ class Measured:
     log: str = ""
 
 
-def pytest_command(options: Options, json_path: Path) -> list[str]:
+def pytest_command(options: Options, json_path: Path, *, profile: bool = False) -> list[str]:
+    """One measurement under the instruction clock; ``profile``: instead a short native run with
+    ``--mmperf-profile`` (one profiled call per benchmark), for the operators of the diagnosis."""
     rounds = options.rounds or 2
-    return [options.python, "-m", "pytest", "--mmperf", "--mmperf-clock=instructions",
+    clock = ["--mmperf-profile", "--mmperf-adaptive=0"] if profile else ["--mmperf-clock=instructions"]
+    return [options.python, "-m", "pytest", "--mmperf", *clock,
             f"--mmperf-json={json_path}", "--mmperf-history=off", f"--mmperf-rounds={rounds}",
             f"--mmperf-max-rounds={rounds}", "--mmperf-diagnose=off", "-p", "no:cacheprovider",
             *options.pytest_args]
@@ -127,8 +130,9 @@ def _first_error(path: Path) -> str:
 
 
 def measure_commit(options: Options, top: Path, subdir: Path, sha: str, scratch: Path, label: str,
-                   extra: Sequence[str] = ()) -> Measured:
-    """Run the selected benchmarks at ``sha`` under the instruction clock, in a worktree."""
+                   profile: bool = False) -> Measured:
+    """Run the selected benchmarks at ``sha`` under the instruction clock, in a worktree
+    (``profile``: natively, with one profiled call each)."""
     import subprocess
 
     from pytest_mmperf.ab.options import ABError
@@ -153,7 +157,7 @@ def measure_commit(options: Options, top: Path, subdir: Path, sha: str, scratch:
             if collect.returncode != 0:
                 return Measured(None, f"does not build: pytest --collect-only exit {collect.returncode}: "
                                       f"{_first_error(log_path)}", str(log_path))
-            cmd = [*pytest_command(options, json_path), *extra]
+            cmd = pytest_command(options, json_path, profile=profile)
             with log_path.open("a") as log:
                 try:
                     proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -248,6 +252,7 @@ def run_bisect(options: Options, out: Callable[[str], None] = print,
     scratch = Path(tempfile.mkdtemp(prefix="mmperf-bisect-"))
     verdicts: dict[str, list[str]] = {}
     diagnoses: dict[str, list[str]] = {}
+    failures: dict[str, list[tuple[Any, Any, list[str]]]] = {}
     try:
         reference = None
         if options.clock == "instructions":
@@ -268,8 +273,7 @@ def run_bisect(options: Options, out: Callable[[str], None] = print,
             regressed, lines, failed = judge(reference, m.doc, options.settings)
             if regressed:
                 verdicts[sha] = lines
-                diagnoses[sha] = [line for g, h, metrics in failed[:3]
-                                  for line in [f"{h.id}:", *diagnose(g, h, regressed=metrics).lines()[1:]]]
+                failures[sha] = failed
                 return bisection.BAD, lines[0]
             return bisection.GOOD, f"{len(m.doc.benchmarks)} benchmark(s) not regressed"
 
@@ -279,6 +283,19 @@ def run_bisect(options: Options, out: Callable[[str], None] = print,
                 f"{f' ({step.reason})' if step.reason else ''} - {subject}; {left} commit(s) left to test")
 
         result = bisection.bisect(shas, oracle, on_step=progress)
+        first_bad = result.first_bad
+        if first_bad in failures:
+            # the operators: one short native run with one profiled call per benchmark, of the
+            # first bad commit and of its parent (counts say how much, a profile says where)
+            parent = _git(top, "rev-parse", f"{first_bad}^")
+            log(f"mmperf bisect: profiling {first_bad[:12]} and its parent {parent[:12]} for the diagnosis")
+            profiled = {k: measure_commit(options, top, subdir, c, scratch, f"profile-{k}", profile=True)
+                        for k, c in (("parent", parent), ("bad", first_bad))}
+            ops = {k: (m.doc.by_id() if m.doc is not None else {}) for k, m in profiled.items()}
+            for g, h, metrics in failures[first_bad][:3]:
+                b_prof, h_prof = (ops[k][h.id].profile if h.id in ops[k] else None for k in ("parent", "bad"))
+                found = diagnose(g, h, regressed=metrics, base_profile=b_prof, head_profile=h_prof)
+                diagnoses[first_bad] = [*diagnoses.get(first_bad, []), f"{h.id}:", *found.lines()[1:]]
     except KeyboardInterrupt:
         print("mmperf bisect: interrupted; worktrees removed", file=sys.stderr)
         return 2
