@@ -335,7 +335,8 @@ class Mmperf:
         calls = max(len(self._samples.get(_latency_metric(self._samples), [])), 1) * int(
             self.description.params.get("iterations_per_round", 1)
         )
-        return len(self._samples.get("tpot_ms", [])) // calls
+        steps = self._samples.get("tpot_ms") or self._samples.get("tpot_instructions") or []
+        return len(steps) // calls
 
     def profile_operators(self) -> dict[str, Any] | None:
         """One more call of the measured callable under torch.profiler: its compact per-operator
