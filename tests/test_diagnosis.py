@@ -137,3 +137,47 @@ def test_explain_profiles_once_only_when_failed_and_comparable():
     # a baseline without a profile: no extra call is spent
     diagnosis.explain(failed, record(), head, profile)
     assert calls == [1]
+
+
+def _documents(tpot=2.3):
+    from pytest_mmperf.results.records import RunDocument
+
+    env = {"fingerprint": "cpu-test", "device": "cpu"}
+    base = record(profile=ops())
+    head = record(tpot=tpot, profile=ops(**{"aten::mul": (40 * STEPS, 1700.0, 1700.0, 0)}))
+    return (RunDocument(environment=env, benchmarks=(base,), commit="a" * 40),
+            RunDocument(environment=env, benchmarks=(head,), commit="b" * 40))
+
+
+def test_the_html_report_shows_the_causes_against_a_baseline_escaped():
+    from pytest_mmperf.report import diagnosis as shown
+    from pytest_mmperf.report import html
+
+    base_doc, head_doc = _documents(tpot=6.0)  # latency +123%: beyond the cross-session allowance
+    found = html._diagnosed(head_doc, base_doc)
+    assert [b for b, _ in found] == ["llm[eager]"]  # short ids, as the rest of the report
+    page = shown.html(found)
+    assert "aten::mul calls per step 20 -&gt; 40" in page and "<code>llm[eager]</code>" in page
+
+
+def test_the_markdown_table_is_collapsed_and_escaped():
+    from pytest_mmperf.report import diagnosis as shown
+    from pytest_mmperf.report.markdown import escape
+
+    base_doc, head_doc = _documents()
+    d = diagnosis.diagnose(base_doc.benchmarks[0], head_doc.benchmarks[0], regressed=["latency_ms"]).to_json()
+    md = "\n".join(shown.markdown([("t::llm[eager]", d)], escape))
+    assert md.startswith("<details>\n<summary>Why t::llm\\[eager\\] regressed (biggest cause first)</summary>")
+    assert "| 1 | operator | aten::mul calls per step 20 -\\> 40" in md
+    assert "Where: latency\\_ms 26 -\\> 28.4 a call: tpot\\_ms 100% (16 -\\> 18.4 ms a call)" in md
+    assert md.rstrip().endswith("</details>")
+
+
+def test_an_operator_below_the_top_n_is_not_new_when_it_grows_into_it():
+    rows = [(f"aten::op{i}", 8, 1000.0 - i, 1000.0 - i, 0.0) for i in range(30)]
+    base = compact_profile([*rows, ("aten::small", 8, 1.0, 1.0, 0.0)], steps=8, top=30)
+    head = compact_profile([*rows, ("aten::small", 8, 5000.0, 5000.0, 0.0)], steps=8, top=30)
+    assert "aten::small" not in base["ops"] and base["rest_calls"] == {"aten::small": 8}
+    causes = diagnosis.operator_causes({"operators": base}, {"operators": head})
+    assert causes[0].subject == "aten::small" and "new operator" not in causes[0].text
+    assert causes[0].text.startswith("aten::small self time +")  # at equal calls: a time change
