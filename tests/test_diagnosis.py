@@ -181,3 +181,19 @@ def test_an_operator_below_the_top_n_is_not_new_when_it_grows_into_it():
     causes = diagnosis.operator_causes({"operators": base}, {"operators": head})
     assert causes[0].subject == "aten::small" and "new operator" not in causes[0].text
     assert causes[0].text.startswith("aten::small self time +")  # at equal calls: a time change
+
+
+def test_device_kernels_become_rows_of_their_own():
+    from types import SimpleNamespace as E
+
+    from pytest_mmperf.measure.profiling import operator_rows
+
+    events = [
+        E(key="aten::mm", count=4, self_cpu_time_total=40.0, cpu_time_total=50.0, self_cpu_memory_usage=0),
+        E(key="ampere_sgemm_128x64_tn", count=4, self_cpu_time_total=0.0, cpu_time_total=0.0,
+          self_device_time_total=400.0, device_time_total=400.0),
+        E(key="cudaLaunchKernel", count=4, self_cpu_time_total=12.0, cpu_time_total=12.0,
+          self_device_time_total=0.0),  # a runtime call: host time only, not a kernel
+    ]
+    assert operator_rows(events) == [("aten::mm", 4.0, 40.0, 50.0, 0.0),
+                                     ("kernel::ampere_sgemm_128x64_tn", 4.0, 400.0, 400.0, 0.0)]

@@ -224,14 +224,24 @@ def compact_profile(
     }
 
 
+KERNEL_PREFIX = "kernel::"  # a device kernel's row in the compact profile (its name cut to 100 characters)
+
+
 def operator_rows(events: Iterable[Any]) -> list[tuple[str, float, float, float, float]]:
-    """The aten operators of ``prof.key_averages()`` as (name, calls, self_us, total_us, self_bytes)."""
+    """The aten operators of ``prof.key_averages()`` as (name, calls, self_us, total_us, self_bytes);
+    on a GPU also every device kernel, as ``kernel::<name>`` with its device time (the aten
+    operators' times are then what the host spent launching)."""
     rows = []
     for e in events:
-        if not str(e.key).startswith("aten::"):
+        key = str(e.key)
+        if key.startswith("aten::"):
+            rows.append((key, float(e.count), float(e.self_cpu_time_total), float(e.cpu_time_total),
+                         float(getattr(e, "self_cpu_memory_usage", 0) or 0)))
             continue
-        rows.append((str(e.key), float(e.count), float(e.self_cpu_time_total), float(e.cpu_time_total),
-                     float(getattr(e, "self_cpu_memory_usage", 0) or 0)))
+        device_us = float(getattr(e, "self_device_time_total", 0) or 0)
+        if device_us > 0 and not float(getattr(e, "self_cpu_time_total", 0) or 0):
+            rows.append((KERNEL_PREFIX + key[:100], float(e.count), device_us,
+                         float(getattr(e, "device_time_total", device_us) or device_us), 0.0))
     return rows
 
 
