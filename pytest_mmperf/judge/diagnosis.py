@@ -36,6 +36,7 @@ from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord
 PROFILE_KEY = "operators"  # where a record's compact operator profile lives: record.profile[...]
 PROFILE_VERSION = 1
 STRUCTURAL_WEIGHT = 3.0  # a change in calls or a new/vanished operator outranks a same-size time change
+MIN_STRUCTURAL_SHARE = 0.001  # ... and every time-only change once it costs 0.1% of the call
 MIN_TIME_SHARE = 0.02  # an operator's time change below 2% of the profiled call is noise, not shown
 MIN_TIME_CHANGE = 0.10  # ... and so is one below 10% of that operator's own time
 MIN_BYTES_SHARE = 0.01  # of the call's allocated bytes, for the memory ranking
@@ -254,6 +255,7 @@ def operator_causes(base: Mapping[str, Any], head: Mapping[str, Any], *, memory:
     new = [n for n in h_ops if n not in b_ops and n not in (b_rest or {})]
     # a vanished and a new operator of the same class: one operator replaced another
     paired: set[str] = set()
+    swaps: list[Cause] = []  # scored below, once the scale is known
     for v in sorted(vanished, key=lambda n: -b_ops[n].total_us):
         cls = classify(v)
         match = next((n for n in sorted(new, key=lambda n: -h_ops[n].total_us)
@@ -262,10 +264,19 @@ def operator_causes(base: Mapping[str, Any], head: Mapping[str, Any], *, memory:
             continue
         paired |= {v, match}
         delta = size(b_ops[v], h_ops[match], inclusive=True)
-        causes.append(Cause("operator", f"{v} -> {match}",
-                            f"{v} -> {match} ({cls}; {amount(delta)}, inclusive)",
-                            STRUCTURAL_WEIGHT * abs(delta) / (total_bytes if memory else total),
-                            {"base": v, "head": match, "change": delta, "structural": True}))
+        swaps.append(Cause("operator", f"{v} -> {match}",
+                           f"{v} -> {match} ({cls}; {amount(delta)}, inclusive)", delta,
+                           {"base": v, "head": match, "change": delta, "structural": True}))
+    scale = total_bytes if memory else total
+    b_floor = min((o.self_us for o in b_ops.values()), default=0.0)  # the baseline's smallest kept time
+
+    def structural(change: float) -> float:
+        """A structural change outranks every time-only one once it costs 0.1% of the call; one
+        that makes the call cheaper ranks as a time change would."""
+        share = change / scale
+        return STRUCTURAL_WEIGHT * share + (1.0 if share >= MIN_STRUCTURAL_SHARE else 0.0) if share > 0 \
+            else abs(share)
+
     for name in sorted(set(b_ops) | set(h_ops)):
         if name in paired:
             continue
@@ -275,29 +286,43 @@ def operator_causes(base: Mapping[str, Any], head: Mapping[str, Any], *, memory:
         if h is None and h_cut:
             continue  # below head's top N: not known to have vanished
         delta = size(b, h)
-        scale = total_bytes if memory else total
+        if b is None and b_cut and h is not None:
+            # the baseline kept only its top N without the others' names: the operator may have been
+            # there below the cut, so only its time above the cut is known to be new
+            grown = (h.self_bytes if memory else h.self_us) - (0.0 if memory else b_floor)
+            if grown > 0 and grown / scale >= (MIN_BYTES_SHARE if memory else MIN_TIME_SHARE):
+                causes.append(Cause("operator", name, f"{name} (below the baseline's top operators): "
+                                    f"{amount(grown)} at least", grown / scale,
+                                    {"change": grown, "structural": False}))
+            continue
         if b is None:
-            where = " (not in the baseline's top operators)" if b_cut else ""
-            causes.append(Cause("operator", name, f"new operator {name}{where}: {calls_text(name, b, h)}, "
-                                f"{amount(delta)}", STRUCTURAL_WEIGHT * abs(delta) / scale,
+            causes.append(Cause("operator", name, f"new operator {name}: {calls_text(name, b, h)}, "
+                                f"{amount(delta)}", structural(delta),
                                 {"change": delta, "structural": True, "calls": [0, h.calls if h else 0]}))
             continue
         if h is None:
             causes.append(Cause("operator", name, f"vanished operator {name}: {calls_text(name, b, h)}, "
-                                f"{amount(delta)}", STRUCTURAL_WEIGHT * abs(delta) / scale,
+                                f"{amount(delta)}", structural(delta),
                                 {"change": delta, "structural": True, "calls": [b.calls, 0]}))
             continue
         if round(b.calls * (h_steps or 1)) != round(h.calls * (b_steps or 1)):
-            causes.append(Cause("operator", name, f"{name} {calls_text(name, b, h)}, {amount(delta)}",
-                                STRUCTURAL_WEIGHT * max(abs(delta), 0.0) / scale,
-                                {"change": delta, "structural": True, "calls": [b.calls, h.calls]}))
+            # the cost of the extra calls at the operator's mean cost a call over both profiles:
+            # calls are exact, one profiled call's time is not (bytes are: the measured change)
+            per_call = (b.self_us + h.self_us) / max(b.calls + h.calls, 1.0)
+            cost = delta if memory else (h.calls - b.calls) * per_call
+            est = "" if memory else f" (about {'+' if cost >= 0 else '-'}{_fmt(abs(cost) / 1000)} ms a call)"
+            causes.append(Cause("operator", name, f"{name} {calls_text(name, b, h)}{est}",
+                                structural(cost),
+                                {"change": cost, "structural": True, "calls": [b.calls, h.calls]}))
             continue
         own = b.self_bytes if memory else b.self_us
-        if abs(delta) / scale >= (MIN_BYTES_SHARE if memory else MIN_TIME_SHARE) and (
-                own <= 0 or abs(delta) / own >= MIN_TIME_CHANGE):
+        # at equal calls only a change that costs more counts as a cause of a regression
+        if delta > 0 and delta / scale >= (MIN_BYTES_SHARE if memory else MIN_TIME_SHARE) and (
+                own <= 0 or delta / own >= MIN_TIME_CHANGE):
             rel = f" ({delta / own:+.0%})" if own > 0 else ""
             causes.append(Cause("operator", name, f"{name} {amount(delta)}{rel} at equal calls",
-                                abs(delta) / scale, {"change": delta, "structural": False}))
+                                delta / scale, {"change": delta, "structural": False}))
+    causes += [replace(c, score=structural(c.score)) for c in swaps]
     causes.sort(key=lambda c: -c.score)
     return causes
 
