@@ -12,7 +12,10 @@ no pytest. Three views of the change, each from data the gate already has or one
   swap (``aten::_scaled_dot_product_flash_attention_for_cpu -> aten::_scaled_dot_product_attention_math``,
   sized by the inclusive time of the two, since a decomposed operator's own self time is small).
   A change in calls is a change of the code, a change of self time at equal calls may be one
-  profiled call's noise: structural changes weigh :data:`STRUCTURAL_WEIGHT` times their time;
+  profiled call's noise: a structural change is costed as its extra calls at the operator's mean
+  cost a call over both profiles, weighs :data:`STRUCTURAL_WEIGHT` times that, and ranks above every
+  time-only change once it costs :data:`MIN_STRUCTURAL_SHARE` of the call; a time-only change counts
+  only when it costs more (a cheaper operator does not explain a regression);
 * **phases** (the measured rounds): each phase's share of the change of the latency per call
   (prefill vs decode vs encoder ...), a phase's time per call being its median times its
   occurrences per call (``tpot_ms`` x decode steps).
@@ -310,7 +313,8 @@ def operator_causes(base: Mapping[str, Any], head: Mapping[str, Any], *, memory:
             # calls are exact, one profiled call's time is not (bytes are: the measured change)
             per_call = (b.self_us + h.self_us) / max(b.calls + h.calls, 1.0)
             cost = delta if memory else (h.calls - b.calls) * per_call
-            est = "" if memory else f" (about {'+' if cost >= 0 else '-'}{_fmt(abs(cost) / 1000)} ms a call)"
+            est = f", {amount(cost)}" if memory else \
+                f" (about {'+' if cost >= 0 else '-'}{_fmt(abs(cost) / 1000)} ms a call)"
             causes.append(Cause("operator", name, f"{name} {calls_text(name, b, h)}{est}",
                                 structural(cost),
                                 {"change": cost, "structural": True, "calls": [b.calls, h.calls]}))
