@@ -173,7 +173,7 @@ def measure_commit(options: Options, top: Path, subdir: Path, sha: str, scratch:
     except DocumentError as exc:
         return Measured(None, f"no results document ({exc})", str(log_path))
     if not doc.benchmarks:
-        return Measured(None, "no benchmark ran", str(log_path))
+        return Measured(None, f"no benchmark ran: {_first_error(log_path)}", str(log_path))
     return Measured(doc, "", str(log_path))
 
 
