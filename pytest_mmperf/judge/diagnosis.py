@@ -178,6 +178,12 @@ def phase_shares(base: BenchmarkRecord, head: BenchmarkRecord) -> tuple[tuple[st
         h_total = h.median * h_per
         share = (h_total - b_total) / change if change and lat_b > 0 and abs(change) / lat_b > 1e-4 else None
         out.append(PhaseShare(name, unit, b_total, h_total, h_per, share))
+    phase_sum = sum(p.delta for p in out)
+    if out and change and (phase_sum * change <= 0 or any(p.share is not None and abs(p.share) > 1.5 for p in out)):
+        # the phases' medians do not add up to the latency's (rounds of a noisy machine): shares
+        # of the phases' own total change instead of the latency's
+        whole = sum(abs(p.delta) for p in out) or 1.0
+        out = [replace(p, share=p.delta / whole) for p in out]
     out.sort(key=lambda p: -abs(p.delta))
     return (latency, lat_b, lat_h), out
 
