@@ -197,3 +197,20 @@ def test_device_kernels_become_rows_of_their_own():
     ]
     assert operator_rows(events) == [("aten::mm", 4.0, 40.0, 50.0, 0.0),
                                      ("kernel::ampere_sgemm_128x64_tn", 4.0, 400.0, 400.0, 0.0)]
+
+
+def test_mmperf_ab_prints_the_diagnosis_of_a_regressed_benchmark():
+    from pytest_mmperf.ab import paired
+    from pytest_mmperf.ab.run import ABResult
+    from pytest_mmperf.ab.summary import terminal_lines
+
+    base_doc, head_doc = _documents(tpot=3.0)
+    bid = head_doc.benchmarks[0].id
+    comp = paired.PairedComparison(bid, "latency_ms", "lower", paired.REGRESSED, 26.0, 34.0, 0.31, 0.2, 0.4,
+                                   1e-4, 3, 4, 0.05)
+    lines = terminal_lines(ABResult("a" * 40, "b" * 40, base_doc, head_doc, [comp], {}, [], []))
+    at = next(i for i, line in enumerate(lines) if line.endswith("diagnosis (biggest cause first):"))
+    assert lines[at].startswith(bid)
+    assert "aten::mul calls per step 20 -> 40" in lines[at + 1]
+    assert any(line.strip().startswith("where: latency_ms 26 -> 34 a call; tpot_ms 100% of the change")
+               for line in lines[at:])
