@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "export",
     "merge",
     "ab",
+    "bisect",
     "speedups",
     "phases",
     "doctor",

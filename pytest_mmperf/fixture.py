@@ -119,6 +119,7 @@ class Mmperf:
         self._speedup: Speedup | None = None
         self.quality: dict[str, Any] | None = None
         self.profile: dict[str, Any] | None = None
+        self._profile_target: Callable[[], Any] | None = None  # the measured callable, for a diagnosis
         self.roofline: dict[str, Any] | None = None
         self.measured = False
         # started now, before the test body builds its models: read after the warm-up calls
@@ -319,6 +320,7 @@ class Mmperf:
             eager_result = eager()
             (opt_arm,) = self._sampler([""]).run([optimized])
             self._take(opt_arm, prefix="")
+            self._profile_target = optimized
             return eager_result, opt_arm.result
         eager_arm, opt_arm = self._sampler([EAGER_PREFIX, ""]).run([eager, optimized])
         self._take_arms(eager_arm, opt_arm)
@@ -356,16 +358,40 @@ class Mmperf:
         r = stats.ratio_of_medians(e, o, self.settings.confidence)
         self._speedup = Speedup(r.ratio, r.ci_low, r.ci_high, r.confidence, len(e), len(o))
 
+    def _steps(self) -> int:
+        """Decode steps in one call (``tpot`` phases per call)."""
+        if not self._samples:
+            return 0
+        calls = max(len(self._samples.get(_latency_metric(self._samples), [])), 1) * int(
+            self.description.params.get("iterations_per_round", 1)
+        )
+        steps = self._samples.get("tpot_ms") or self._samples.get("tpot_instructions") or []
+        return len(steps) // calls
+
+    def profile_operators(self) -> dict[str, Any] | None:
+        """One more call of the measured callable under torch.profiler: its compact per-operator
+        profile (what a regression's diagnosis compares; the gate asks for it only on a failed
+        verdict, the baseline on save). None when nothing was measured or profiling failed."""
+        fn = self._profile_target
+        if fn is None:
+            return None
+        from pytest_mmperf.measure.profiling import profile_operators
+
+        try:
+            compact = profile_operators(fn, self.device, steps=self._steps())
+        except Exception:  # a diagnosis must never turn a verdict into an error
+            return None
+        self.profile = {**(self.profile or {}), "operators": compact}
+        return compact
+
     def _characterize(self, fn: Callable[[], Any]) -> None:
         """With --mmperf-profile: one more call under torch.profiler (not a measured round)."""
+        self._profile_target = fn
         if not self.settings.profile:
             return
         from pytest_mmperf.measure.profiling import annotate_phase, profile_call
 
-        calls = max(len(self._samples.get(_latency_metric(self._samples), [])), 1) * int(
-            self.description.params.get("iterations_per_round", 1)
-        )
-        steps = len(self._samples.get("tpot_ms", [])) // calls
+        steps = self._steps()
         self._annotate = annotate_phase
         try:
             self.profile = profile_call(fn, self.device, steps=steps)

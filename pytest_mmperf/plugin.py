@@ -239,15 +239,19 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         # the record is kept even when the test body failed (e.g. a quality verdict), so the
         # results document shows what was measured
         bench = item.stash.get(BENCH_KEY, None)
-        record = bench.to_record() if bench is not None else None
         run = item.config.stash.get(SESSION_KEY, None)
+        if bench is not None and run is not None and run.settings.save_baseline and \
+                bench.settings.diagnose == "auto" and bench.profile is None:
+            bench.profile_operators()  # the baseline keeps what a later diagnosis compares with
+        record = bench.to_record() if bench is not None else None
         if record is not None and run is not None:
             record = run.observe(record)
         if record is not None:
             item.stash[RECORD_KEY] = record
     if record is None or run is None:
         return result
-    judged = run.compare(record, rerun=_rerun(item), settings=bench.settings if bench is not None else None)
+    judged = run.compare(record, rerun=_rerun(item), settings=bench.settings if bench is not None else None,
+                         profile=bench.profile_operators if bench is not None else None)
     if judged is not None:
         verdict, pooled = judged
         item.stash[RECORD_KEY] = pooled  # adaptive extra rounds, when measured, are kept
@@ -381,11 +385,12 @@ def pytest_terminal_summary(
         tr.write_sep("-", "pytest-mmperf")
         for line in table(run.records, run.environment.get("fingerprint", ""), run.settings.confidence):
             tr.write_line(line)
-        if any(r.profile for r in run.records):
+        if any(r.profile and "op_share" in r.profile for r in run.records):
             from pytest_mmperf.report.paper_tables import phase_table
 
             tr.write_sep("-", "pytest-mmperf characterization (--mmperf-profile)")
-            for line in phase_table(run.document(), [r for r in run.records if r.profile]).splitlines():
+            for line in phase_table(run.document(),
+                                    [r for r in run.records if r.profile and "op_share" in r.profile]).splitlines():
                 tr.write_line(line)
     if run.gate is not None:
         from pytest_mmperf.report.comparison import comparison_lines

@@ -101,6 +101,9 @@ class RunSession:
         if self.settings.clock == "instructions" and self.settings.device == "cuda":
             raise UsageError("--mmperf-clock=instructions counts CPU instructions: use --mmperf-device=cpu or auto")
         requested = "cpu" if self.settings.clock == "instructions" else self.settings.device
+        from pytest_mmperf.measure.profiling import quiet_torch_trace
+
+        quiet_torch_trace()  # hundreds of captured torch.__trace lines buried a failure's message
         self.device = resolve_device(requested, torch.cuda.is_available)
         if self.device == "cpu" and self.settings.threads > 0:
             torch.set_num_threads(self.settings.threads)
@@ -168,13 +171,21 @@ class RunSession:
         record: BenchmarkRecord,
         rerun: Callable[[], BenchmarkRecord] | None = None,
         settings: Settings | None = None,
+        profile: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> tuple[Verdict, BenchmarkRecord] | None:
         """Judge one record against the baseline; ``settings``: the benchmark's own (marker);
-        ``rerun`` measures the benchmark again (adaptive rounds, confirmations). Returns the
-        verdict and the record it was reached on (with any adaptive rounds pooled in)."""
+        ``rerun`` measures the benchmark again (adaptive rounds, confirmations); ``profile``
+        profiles one more call, for the diagnosis of a failed verdict. Returns the verdict and the
+        record it was reached on (with any adaptive rounds pooled in)."""
         if self.gate is None:
             return None
-        return self.gate.judge(record, rerun=rerun, settings=settings)
+        verdict, judged = self.gate.judge(record, rerun=rerun, settings=settings)
+        if verdict.failed and (settings or self.settings).diagnose == "auto":  # why, biggest cause first
+            from pytest_mmperf.judge.diagnosis import explain
+
+            base = self.gate.baseline.by_id().get(record.id) if self.gate.baseline else None
+            return explain(verdict, base, judged, profile)
+        return verdict, judged
 
     def observe(self, record: BenchmarkRecord) -> BenchmarkRecord:
         """The record with the machine's load per CPU at the end of its measurement (the judge

@@ -275,6 +275,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("profile", "--mmperf-profile",
                "characterize each benchmark: time share per operator class (torch.profiler)",
                _bool, False, is_flag=True),
+    OptionSpec("diagnose", "--mmperf-diagnose",
+               "auto: a regressed or drifted benchmark's failure names its causes (operators, phases, "
+               "lever health), from one extra profiled call, and a saved baseline keeps a compact "
+               "operator profile per benchmark (one extra call each); off: neither",
+               _choice("auto", "off"), "auto", metavar="auto|off"),
     OptionSpec("bandwidth_gbps", "--mmperf-bandwidth",
                "memory bandwidth in GB/s for the roofline (default: measured once per environment)",
                _positive_float, None, metavar="GBPS"),
@@ -319,6 +324,7 @@ class Settings:
     inconclusive: str = _DEFAULT["inconclusive"]
     clock: str = _DEFAULT["clock"]
     profile: bool = _DEFAULT["profile"]
+    diagnose: str = _DEFAULT["diagnose"]
     bandwidth_gbps: float | None = _DEFAULT["bandwidth_gbps"]
     shard: tuple[int, int] | None = _DEFAULT["shard"]
     batch: tuple[int, ...] = _DEFAULT["batch"]  # () = each workload's own batch size

@@ -53,6 +53,7 @@ def terminal_lines(result: ABResult) -> list[str]:
         lines.append(f"DRIFT {bench}: {'; '.join(changes)}")
     for failure in result.head_failures:
         lines.append(f"FAILED {failure}")
+    lines += diagnosis_lines(result)
     lines += [f"note: {n}" for n in result.notes]
     lines.append(verdict_line(result))
     return lines
@@ -100,3 +101,25 @@ def markdown(result: ABResult, options: ABOptions) -> str:
                      f"{_pct(c.change)} | {ci} | {spread} | {p} | {verdict}{why} |")
     lines += ["", escape(verdict_line(result))]
     return "\n".join(lines) + "\n"
+
+
+def diagnosis_lines(result: ABResult) -> list[str]:
+    """Why each regressed or drifted benchmark changed (pytest_mmperf.judge.diagnosis): lever
+    health and phases from the pooled pairs; operators when the workers profiled
+    (``--pytest-args "... --mmperf-profile"``: both sides live in the same job)."""
+    from pytest_mmperf.judge.diagnosis import diagnose
+
+    regressed: dict[str, list[str]] = {}
+    for c in result.comparisons:
+        if c.category == paired.REGRESSED:
+            regressed.setdefault(c.benchmark, []).append(c.metric)
+    for bench in result.drifts:
+        regressed.setdefault(bench, [])
+    base, head = result.base.by_id(), result.head.by_id()
+    lines: list[str] = []
+    for bench, metrics in regressed.items():
+        if bench in base and bench in head:
+            found = diagnose(base[bench], head[bench], regressed=metrics)
+            if found.causes or found.phases:
+                lines += [f"{bench} {found.lines()[0]}", *found.lines()[1:]]
+    return lines

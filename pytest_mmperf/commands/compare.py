@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from pytest_mmperf.judge import compare, drift
+from pytest_mmperf.judge.diagnosis import diagnose
 from pytest_mmperf.judge.gate import host_trust
 from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.report.summary import short_id
@@ -95,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  output drift: {o.message}")
         if category is compare.Category.REGRESSED:
             failed += 1
+            # why: lever health, operators (when both documents carry a profile), phases
+            found = diagnose(base_by_id[comp.benchmark], cur_by_id[comp.benchmark],
+                             regressed=[m.metric for m in comp.regressions])
+            for line in found.lines():
+                print(f"  {line}")
         elif category is compare.Category.INCONCLUSIVE and comp.gated and settings.inconclusive == "fail":
             print("  inconclusive fails (--inconclusive fail)")
             failed += 1

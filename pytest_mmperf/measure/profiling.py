@@ -167,6 +167,7 @@ def profile_call(fn: Callable[[], Any], device: str, steps: int = 0) -> dict[str
     }
     if steps:
         result["ops_per_decode_step"] = dispatched / steps
+    result["operators"] = compact_profile(operator_rows(events), steps)  # what a diagnosis compares
     if device == "cuda":
         raw = prof.events()
         kernels = [e for e in raw if e.device_type != DeviceType.CPU and not e.is_user_annotation]
@@ -184,3 +185,100 @@ def profile_call(fn: Callable[[], Any], device: str, steps: int = 0) -> dict[str
                                        max(w[1] for w in intervals or [(0.0, 0.0)]))
         result.update(device_busy(intervals, windows, call))
     return result
+
+
+# -- the compact per-operator profile (diagnosis of a regression) -------------------------------------
+COMPACT_VERSION = 1
+TOP_OPERATORS = 25  # kept per benchmark: enough to name a cause, small enough for a committed baseline
+
+
+def _sig(x: float, digits: int = 3) -> float:
+    """Rounded to ``digits`` significant digits: a profiled call's times carry no more."""
+    return float(f"{x:.{digits}g}") if x else 0.0
+
+
+def compact_profile(
+    ops: Iterable[tuple[str, float, float, float, float]], steps: int = 0, top: int = TOP_OPERATORS
+) -> dict[str, Any]:
+    """(name, calls, self_us, total_us, self_bytes) per operator of one call -> the compact profile
+    stored with a record (``profile["operators"]``): the ``top`` operators by self time, rounded,
+    plus what the rest add up to and the rest's calls by name. Pure; the judge's diagnosis reads it."""
+    rows = sorted(((n, c, s, t, b) for n, c, s, t, b in ops if c > 0), key=lambda r: (-r[2], r[0]))
+    kept, rest = rows[:top], rows[top:]
+    # an operator that allocates a lot but takes little time must not be cut (a kept buffer)
+    by_bytes = sorted(rest, key=lambda r: -r[4])[:5]
+    kept += [r for r in by_bytes if r[4] > 0]
+    rest = [r for r in rest if r not in kept]
+    return {
+        "version": COMPACT_VERSION,
+        "steps": int(steps),
+        "truncated": bool(rest),
+        "total_self_us": _sig(sum(r[2] for r in rows), 4),
+        "total_self_bytes": _sig(sum(max(r[4], 0.0) for r in rows), 4),
+        "rest": {"operators": len(rest), "calls": int(sum(r[1] for r in rest)),
+                 "self_us": _sig(sum(r[2] for r in rest))},
+        # every other operator's calls (names and counts only): "new" and "vanished" stay exact
+        "rest_calls": {n: int(c) for n, c, _, _, _ in sorted(rest)},
+        "ops": {n: {"calls": int(c), "self_us": _sig(s), "total_us": _sig(t), "self_bytes": int(b)}
+                for n, c, s, t, b in kept},
+    }
+
+
+KERNEL_PREFIX = "kernel::"  # a device kernel's row in the compact profile (its name cut to 100 characters)
+
+
+def operator_rows(events: Iterable[Any]) -> list[tuple[str, float, float, float, float]]:
+    """The aten operators of ``prof.key_averages()`` as (name, calls, self_us, total_us, self_bytes);
+    on a GPU also every device kernel, as ``kernel::<name>`` with its device time (the aten
+    operators' times are then what the host spent launching)."""
+    rows = []
+    for e in events:
+        key = str(e.key)
+        if key.startswith("aten::"):
+            rows.append((key, float(e.count), float(e.self_cpu_time_total), float(e.cpu_time_total),
+                         float(getattr(e, "self_cpu_memory_usage", 0) or 0)))
+            continue
+        device_us = float(getattr(e, "self_device_time_total", 0) or 0)
+        if device_us > 0 and not float(getattr(e, "self_cpu_time_total", 0) or 0):
+            rows.append((KERNEL_PREFIX + key[:100], float(e.count), device_us,
+                         float(getattr(e, "device_time_total", device_us) or device_us), 0.0))
+    return rows
+
+
+def profile_operators(fn: Callable[[], Any], device: str, steps: int = 0) -> dict[str, Any]:
+    """Run ``fn`` once under torch.profiler (with memory) and return its compact profile."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+        torch.cuda.synchronize()
+    with profile(activities=activities, profile_memory=True) as prof:
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return compact_profile(operator_rows(prof.key_averages()), steps)
+
+
+TORCH_TRACE_LOGGER = "torch.__trace"
+
+
+def quiet_torch_trace() -> bool:
+    """Keep torch's structured-trace log (``torch.__trace``: hundreds of DEBUG records per
+    compiled benchmark) out of pytest's captured logs, where they buried a failure's message.
+
+    torch marks that logger non-propagating and pytest attaches its capture handlers to every
+    non-propagating logger, which also makes torch build each trace record. Made propagating and
+    raised above CRITICAL, it reaches no handler of pytest's and torch skips the work. Left alone
+    when the user asked for a trace (``TORCH_TRACE``). Returns whether it changed anything.
+    """
+    import logging
+    import os
+
+    if os.environ.get("TORCH_TRACE"):
+        return False
+    log = logging.getLogger(TORCH_TRACE_LOGGER)
+    log.propagate = True
+    log.setLevel(logging.CRITICAL + 1)
+    return True

@@ -22,7 +22,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from pytest_mmperf import __version__
-from pytest_mmperf.report import figures, verdicts
+from pytest_mmperf.report import diagnosis, figures, verdicts
 from pytest_mmperf.report.model import HistoryView
 from pytest_mmperf.report.summary import short_id
 from pytest_mmperf.results.records import BenchmarkRecord, RunDocument
@@ -210,6 +210,27 @@ def _what_changed(rows: Sequence[verdicts.VerdictRow]) -> str:
     return "\n".join(parts)
 
 
+def _diagnosed(latest: RunDocument, baseline: RunDocument | None) -> list[tuple[str, Mapping[str, Any]]]:
+    """The diagnosis the gate stored with each failed verdict; with a baseline document given
+    and no stored verdict, the judge's diagnosis of each regressed benchmark against it."""
+    from pytest_mmperf.judge.diagnosis import diagnose
+
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    base = baseline.by_id() if baseline is not None else {}
+    for r in verdicts.verdict_rows(latest, baseline, ()):
+        rec = latest.by_id().get(r.benchmark)
+        if rec is None or r.category not in (verdicts.REGRESSED, verdicts.DRIFT):
+            continue
+        stored = diagnosis.of(rec.verdict)
+        if stored is not None:
+            out.append((short_id(r.benchmark), stored))
+        elif r.benchmark in base:
+            found = diagnose(base[r.benchmark], rec, regressed=list(r.metrics)).to_json()
+            if diagnosis.of({"diagnosis": found}) is not None:
+                out.append((short_id(r.benchmark), found))
+    return out
+
+
 def _filters(latest: RunDocument) -> str:
     def select(name: str, label: str, values: Iterable[str]) -> str:
         options = '<option value="">all</option>' + "".join(
@@ -254,6 +275,10 @@ def render(view: HistoryView, baseline: RunDocument | None = None, *, title: str
     rows = verdicts.verdict_rows(latest, baseline, view.trends)
     page.add(_filters(latest))
     page.add(_what_changed(rows))
+    diagnosed = _diagnosed(latest, baseline)
+    if diagnosed:
+        page.add('<h2 id="diagnosis">Why it regressed (biggest cause first)</h2>')
+        page.add(diagnosis.html(diagnosed))
     page.add(_toc())
 
     page.add(_h2("speedup"))

@@ -15,6 +15,7 @@ from typing import Any
 from pytest_mmperf.judge.checks import format_value
 from pytest_mmperf.judge.gate import Gate
 from pytest_mmperf.judge.verdict import Verdict
+from pytest_mmperf.report import diagnosis
 from pytest_mmperf.report.comparison import detail_text
 from pytest_mmperf.report.summary import KEY_METRICS
 from pytest_mmperf.results.records import RunDocument
@@ -90,6 +91,8 @@ def _comparison(verdicts: Sequence[Verdict], gate: Gate) -> list[str]:
     same = [v for v in ordered if _category(v) == "unchanged"]
     if changed:
         out += _verdict_rows(changed)
+        diagnosed = [(v.benchmark, d) for v in changed if (d := diagnosis.of(v)) is not None]
+        out += diagnosis.markdown(diagnosed, escape)  # why, collapsed: a PR comment stays short
     else:
         out += ["No benchmark changed.", ""]
     if same:
@@ -113,7 +116,8 @@ def _verdict_rows(verdicts: Sequence[Verdict]) -> list[str]:
     out = [_row(["benchmark", "verdict", "details"]), _row(["---", "---", "---"])]
     for v in verdicts:
         cat = _category(v)
-        detail = v.message if v.failed else detail_text(v)
+        # the verdict's first line; the diagnosis lines below it get their own table
+        detail = v.message.splitlines()[0] if v.failed else detail_text(v)
         out.append(_row([escape(v.benchmark), f"{ICONS.get(cat, '')} {cat}", escape(detail)]))
     out.append("")
     return out
