@@ -11,6 +11,7 @@ from pytest_mmperf.ab.options import ABOptions
 from pytest_mmperf.ab.paired import by_benchmark
 from pytest_mmperf.ab.result import DECIDED, ABResult
 from pytest_mmperf.judge.compare import Category, percent
+from pytest_mmperf.judge.diagnosis import diagnose
 
 MARKER = "<!-- mmperf-ab -->"  # first line of the Markdown: a PR comment bot finds its comment by it
 ORDER = (Category.REGRESSED, Category.IMPROVED, Category.INCONCLUSIVE, Category.UNCHANGED)
@@ -107,11 +108,9 @@ def diagnosis_lines(result: ABResult) -> list[str]:
     """Why each regressed or drifted benchmark changed (pytest_mmperf.judge.diagnosis): lever
     health and phases from the pooled pairs; operators when the workers profiled
     (``--pytest-args "... --mmperf-profile"``: both sides live in the same job)."""
-    from pytest_mmperf.judge.diagnosis import diagnose
-
     regressed: dict[str, list[str]] = {}
     for c in result.comparisons:
-        if c.category == paired.REGRESSED:
+        if c.category is Category.REGRESSED:
             regressed.setdefault(c.benchmark, []).append(c.metric)
     for bench in result.drifts:
         regressed.setdefault(bench, [])
