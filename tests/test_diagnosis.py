@@ -139,12 +139,13 @@ def test_explain_profiles_once_only_when_failed_and_comparable():
     assert calls == [1]
 
 
-def _documents(tpot=2.3):
+def _documents(tpot=2.3, head_peak_bytes=1e6):
     from pytest_mmperf.results.records import RunDocument
 
     env = {"fingerprint": "cpu-test", "device": "cpu"}
-    base = record(profile=ops())
-    head = record(tpot=tpot, profile=ops(**{"aten::mul": (40 * STEPS, 1700.0, 1700.0, 0)}))
+    base = record(profile=ops(), health={"peak_memory_bytes": 1e6})
+    head = record(tpot=tpot, health={"peak_memory_bytes": head_peak_bytes},
+                  profile=ops(**{"aten::mul": (40 * STEPS, 1700.0, 1700.0, 4_000_000)}))
     return (RunDocument(environment=env, benchmarks=(base,), commit="a" * 40),
             RunDocument(environment=env, benchmarks=(head,), commit="b" * 40))
 
@@ -153,7 +154,8 @@ def test_the_html_report_shows_the_causes_against_a_baseline_escaped():
     from pytest_mmperf.report import diagnosis as shown
     from pytest_mmperf.report import html
 
-    base_doc, head_doc = _documents(tpot=6.0)  # latency +123%: beyond the cross-session allowance
+    # a report has no history, so only what travels between sessions is judged: bytes (+300%)
+    base_doc, head_doc = _documents(tpot=6.0, head_peak_bytes=4e6)
     found = html._diagnosed(head_doc, base_doc)
     assert [b for b, _ in found] == ["llm[eager]"]  # short ids, as the rest of the report
     page = shown.html(found)
@@ -201,12 +203,13 @@ def test_device_kernels_become_rows_of_their_own():
 
 def test_mmperf_ab_prints_the_diagnosis_of_a_regressed_benchmark():
     from pytest_mmperf.ab import paired
-    from pytest_mmperf.ab.run import ABResult
+    from pytest_mmperf.ab.result import ABResult
     from pytest_mmperf.ab.summary import terminal_lines
+    from pytest_mmperf.judge.compare import Category
 
     base_doc, head_doc = _documents(tpot=3.0)
     bid = head_doc.benchmarks[0].id
-    comp = paired.PairedComparison(bid, "latency_ms", "lower", paired.REGRESSED, 26.0, 34.0, 0.31, 0.2, 0.4,
+    comp = paired.PairedComparison(bid, "latency_ms", "lower", Category.REGRESSED, 26.0, 34.0, 0.31, 0.2, 0.4,
                                    1e-4, 3, 4, 0.05)
     lines = terminal_lines(ABResult("a" * 40, "b" * 40, base_doc, head_doc, [comp], {}, [], []))
     at = next(i for i, line in enumerate(lines) if line.endswith("diagnosis (biggest cause first):"))

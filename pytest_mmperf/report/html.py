@@ -22,6 +22,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from pytest_mmperf import __version__
+from pytest_mmperf.judge.diagnosis import diagnose
 from pytest_mmperf.report import diagnosis, figures, verdicts
 from pytest_mmperf.report.model import HistoryView
 from pytest_mmperf.report.summary import short_id
@@ -213,8 +214,6 @@ def _what_changed(rows: Sequence[verdicts.VerdictRow]) -> str:
 def _diagnosed(latest: RunDocument, baseline: RunDocument | None) -> list[tuple[str, Mapping[str, Any]]]:
     """The diagnosis the gate stored with each failed verdict; with a baseline document given
     and no stored verdict, the judge's diagnosis of each regressed benchmark against it."""
-    from pytest_mmperf.judge.diagnosis import diagnose
-
     out: list[tuple[str, Mapping[str, Any]]] = []
     base = baseline.by_id() if baseline is not None else {}
     for r in verdicts.verdict_rows(latest, baseline, ()):
