@@ -295,3 +295,18 @@ def test_real_smollm2_eager_benchmark_runs_and_solves_its_problems(tmp_path: Pat
     assert q["verdict"] == "pass" and q["pass_at_1"] == 1.0, q
     assert [p["task_id"] for p in q["problems"]] == ["HumanEval/53", "HumanEval/23"]
     assert bench["metrics"]["new_tokens_count"]["median"] == sum(p["new_tokens"] for p in q["problems"])
+
+
+def test_random_twin_keeps_the_shapes_tokenizer_and_prompts_of_its_source(tiny_folder: Path, prompts_file: Path,
+                                                                        tmp_path: Path) -> None:
+    twin = model_sources.resolve("llm", f"{tiny_folder}:random")
+    assert (twin.label, twin.random_weights) == (f"{tiny_folder.name}-random", True)
+    trained = llm.build("t2t", trained_options(tiny_folder, prompts_file, tmp_path))
+    pre = trained.options.pretrained
+    # seed 1: the test's checkpoint itself is a seed-0 random init
+    rand = llm.build("t2t", BuildOptions(seed=1, pretrained=PretrainedOptions(**{**pre.__dict__,
+                                                                                 "random_weights": True})))
+    a, b = dict(trained.model.named_parameters()), dict(rand.model.named_parameters())
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    assert not torch.equal(a["model.layers.0.mlp.down_proj.weight"], b["model.layers.0.mlp.down_proj.weight"])
+    assert [p.tolist() for p in rand.prompts] == [p.tolist() for p in trained.prompts]

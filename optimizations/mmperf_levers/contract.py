@@ -90,6 +90,7 @@ class PretrainedOptions:
     prompts: str | None = None
     max_new_tokens: int | None = None
     problems: int | None = None  # the first N prompts only (None: all of the scale's)
+    random_weights: bool = False  # the source's config and tokenizer with seeded random weights
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def _trained_models(metafunc: pytest.Metafunc) -> None:
     problems, cap = os.environ.get(PROBLEMS_ENV), os.environ.get(MAX_NEW_TOKENS_ENV)
     options = [PretrainedOptions(label=s.label, kind=s.kind, path=s.path, cache_dir=setup.cache_dir,
                                  prompts=setup.prompts, problems=int(problems) if problems else None,
-                                 max_new_tokens=int(cap) if cap else None) for s in sources]
+                                 max_new_tokens=int(cap) if cap else None, random_weights=s.random_weights)
+               for s in sources]
     metafunc.parametrize("trained_model", options, ids=[s.label for s in sources])
 
 

@@ -185,7 +185,8 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
     facts = eager.facts
     applied = [name for lever in lever_objs for name in _expand(lever)]
     if pretrained is not None:  # which weights: a baseline of one model never judges another
-        mmperf.describe(model=pretrained.label, model_source={"kind": pretrained.kind, "path": pretrained.path},
+        mmperf.describe(model=pretrained.label, model_source={"kind": pretrained.kind, "path": pretrained.path,
+                                                              "random_weights": pretrained.random_weights},
                         prompts=pretrained.prompts or "humaneval")
     mmperf.describe(
         workload=workload,

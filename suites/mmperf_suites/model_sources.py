@@ -7,7 +7,10 @@ A source is
   ``scripts/setup.sh`` with ``--no-deps``);
 * a local Hugging Face folder (``config.json`` + weights, as ``save_pretrained`` writes);
 * a GGUF file (converted once to safetensors and cached, see
-  :mod:`mmperf_suites.workloads.pretrained`).
+  :mod:`mmperf_suites.workloads.pretrained`);
+* any of these with the suffix ``:random`` (e.g. ``smollm2:random``): the same config,
+  tokenizer and prompts with seeded random weights (``initializer_range`` of its config), the
+  random-weight twin to tell what follows the shapes from what follows the weights.
 
 :func:`resolve` checks a source without loading it (no torch): the path exists, a folder is a
 model, the architecture is one the workload runs (its ``config.json`` or the GGUF header).
@@ -32,6 +35,7 @@ BUNDLED: dict[str, tuple[str, str, str]] = {
 # a Llama-style decoder stack (embed, layers, norm, rotary, lm_head).
 ARCHITECTURES: dict[str, tuple[str, ...]] = {"llm": ("llama",)}
 RANDOM = "random"  # the default: random weights from the scale's config
+RANDOM_SUFFIX = ":random"  # a source's shapes and tokenizer with random weights
 
 
 class ModelSourceError(ValueError):
@@ -45,13 +49,14 @@ class ModelSource:
     label: str  # in benchmark ids: the bundled name, or the folder's / file's name
     kind: str  # "hf" (a Hugging Face folder) | "gguf" (a GGUF file)
     path: str  # absolute: the folder, or the .gguf file
-
-    def describe(self) -> dict[str, str]:
-        return {"source": self.text, "label": self.label, "kind": self.kind, "path": self.path}
+    random_weights: bool = False  # the source's config and tokenizer, seeded random weights
 
 
 def resolve(workload: str, text: str, base: Path | None = None) -> ModelSource:
     """The checked source; relative paths are taken from ``base`` (default: the working dir)."""
+    if text.endswith(RANDOM_SUFFIX) and len(text) > len(RANDOM_SUFFIX):
+        source = resolve(workload, text[: -len(RANDOM_SUFFIX)], base)
+        return ModelSource(workload, text, f"{source.label}-random", source.kind, source.path, random_weights=True)
     if workload not in ARCHITECTURES:
         raise ModelSourceError(
             f"workload {workload!r} takes no trained weights (only {', '.join(sorted(ARCHITECTURES))})")
@@ -117,7 +122,7 @@ def gguf_architecture(path: Path) -> str:
     try:
         reader = GGUFReader(str(path))
         field = reader.get_field("general.architecture")
-    except Exception as exc:  # noqa: BLE001 - any parse failure means: not a GGUF model
+    except Exception as exc:  # any parse failure means: not a GGUF model
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelSourceError(f"{path}: not a readable GGUF file ({first})") from None
     if field is None:

@@ -23,6 +23,7 @@ namespaces or seccomp).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -125,8 +126,6 @@ def run_program(source: str, timeout_s: float = TIMEOUT_S, memory_bytes: int = M
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     proc.wait()

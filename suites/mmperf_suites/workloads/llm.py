@@ -267,7 +267,7 @@ class TrainedLlmRunner(LlmRunner):
     that answer ran: the work follows the output); ``answers`` of the last run are kept for the
     text and the token counts."""
 
-    def __init__(self, task: str, options: BuildOptions, config: LlmConfig) -> None:  # noqa: PLR0915
+    def __init__(self, task: str, options: BuildOptions, config: LlmConfig) -> None:
         from mmperf_suites import prompts as prompt_sources
         from mmperf_suites.workloads import pretrained
 
@@ -282,7 +282,7 @@ class TrainedLlmRunner(LlmRunner):
         self.config = config
         dtype: torch.dtype = getattr(torch, options.dtype)
         device = torch.device(options.device)
-        self.model, self.tokenizer = pretrained.load(pre, options.attention, dtype, device)
+        self.model, self.tokenizer = pretrained.load(pre, options.attention, dtype, device, seed=options.seed)
         if not hasattr(self.model, "model") or not hasattr(self.model.model, "layers"):
             raise ValueError(f"{pre.label}: not a Llama-style decoder (model.layers)")
         self.stack = stack_of(self.model)

@@ -79,12 +79,18 @@ def folder_of(options: PretrainedOptions) -> Path:
     return convert_gguf(path, Path(options.cache_dir)) if options.kind == "gguf" else path
 
 
-def load(options: PretrainedOptions, attention: str, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
+def load(options: PretrainedOptions, attention: str, dtype: torch.dtype, device: torch.device,
+         seed: int = 0) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) from the source; a fresh model every call (levers change
-    it in place)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    it in place). ``random_weights``: the source's config with weights drawn from ``seed``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = folder_of(options)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attention)
+    if options.random_weights:
+        config = AutoConfig.from_pretrained(folder)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attention)
     return model.to(device).eval(), tokenizer
