@@ -310,3 +310,39 @@ def test_random_twin_keeps_the_shapes_tokenizer_and_prompts_of_its_source(tiny_f
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
     assert not torch.equal(a["model.layers.0.mlp.down_proj.weight"], b["model.layers.0.mlp.down_proj.weight"])
     assert [p.tolist() for p in rand.prompts] == [p.tolist() for p in trained.prompts]
+
+
+def _suite(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "suites" / "mmperf_suites" / "test_llm.py"), "-q",
+         "-k", "test_llm_trained and eager", "--mmperf", "--mmperf-history=off", "--mmperf-rounds=3",
+         "--mmperf-max-rounds=3", "--mmperf-adaptive=0", "-p", "no:cacheprovider", *args],
+        cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_baseline_of_a_folder_model_then_perturbed_weights_fail_on_output_drift(
+        tiny_folder: Path, prompts_file: Path, tmp_path: Path) -> None:
+    """A user's own Hugging Face folder by path: save a baseline, rerun unchanged (passes), then
+    perturb the weights under the same name: the comparison fails on the changed answers."""
+    import shutil
+
+    folder = tmp_path / "my-llama"
+    shutil.copytree(tiny_folder, folder)
+    common = (f"--mmperf-model=llm={folder}", f"--mmperf-prompts={prompts_file}",
+              f"--mmperf-baseline-dir={tmp_path / 'baselines'}")
+    env = {"MMPERF_TRAINED_MAX_NEW_TOKENS": "16"}
+    saved = _suite(*common, "--mmperf-save-baseline", f"--mmperf-json={tmp_path / 'a.json'}", env=env)
+    assert saved.returncode == 0, saved.stdout[-3000:] + saved.stderr[-2000:]
+    (bench,) = json.loads((tmp_path / "a.json").read_text())["benchmarks"]
+    assert bench["id"].endswith("test_llm_trained[my-llama-eager]")
+    unchanged = _suite(*common, "--mmperf-compare", env=env)
+    assert unchanged.returncode == 0, unchanged.stdout[-3000:]
+
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    weights = {k: v * 1.5 if k.endswith("mlp.down_proj.weight") else v for k, v in weights.items()}
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    perturbed = _suite(*common, "--mmperf-compare", env=env)
+    assert perturbed.returncode == 1, perturbed.stdout[-3000:]
+    assert "output tokens changed" in perturbed.stdout and "my-llama-eager" in perturbed.stdout
