@@ -153,6 +153,22 @@ def batch_sizes(text: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def model_sources(text: str) -> tuple[tuple[str, str], ...]:
+    """``llm=smollm2,llm=/models/x`` -> (("llm", "smollm2"), ("llm", "/models/x")): the syntax
+    only; which names and paths a workload accepts is the bundled suites' to check."""
+    pairs: list[tuple[str, str]] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        workload, sep, source = part.partition("=")
+        if not sep or not re.fullmatch(r"[a-z_]+", workload.strip()) or not source.strip():
+            raise ValueError("must be WORKLOAD=SOURCE[,...], e.g. llm=smollm2 or llm=/path/to/model")
+        pair = (workload.strip(), source.strip())
+        if pair not in pairs:
+            pairs.append(pair)
+    return tuple(pairs)
+
+
 def _text(text: str) -> str:
     return str(text)
 
@@ -286,6 +302,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("batch", "--mmperf-batch",
                "batch sizes for the bundled suites, e.g. 1,4,16: one benchmark per size "
                "(default: each workload's own)", batch_sizes, (), metavar="N[,N...]"),
+    OptionSpec("model", "--mmperf-model",
+               "trained weights for a bundled workload: a bundled name (llm=smollm2), a local Hugging Face "
+               "folder or a GGUF file; several separated by commas (default: random weights from the scale's config)",
+               model_sources, (), metavar="WORKLOAD=SOURCE[,...]"),
+    OptionSpec("prompts", "--mmperf-prompts",
+               "a JSONL file of prompts for the trained-model LLM benchmarks instead of HumanEval's "
+               "(one {\"prompt\": ...} per line; HumanEval's test and entry_point fields give pass@1)",
+               _optional_path, None, metavar="PATH"),
     OptionSpec("shard", "--mmperf-shard", "run only shard I of N of the benchmarks (CI matrices)",
                _shard, None, metavar="I/N"),
 )
@@ -328,6 +352,8 @@ class Settings:
     bandwidth_gbps: float | None = _DEFAULT["bandwidth_gbps"]
     shard: tuple[int, int] | None = _DEFAULT["shard"]
     batch: tuple[int, ...] = _DEFAULT["batch"]  # () = each workload's own batch size
+    model: tuple[tuple[str, str], ...] = _DEFAULT["model"]  # (workload, source): trained weights
+    prompts: str | None = _DEFAULT["prompts"]  # JSONL prompts for the trained LLM benchmarks
 
     def for_benchmark(self, marker_kwargs: Mapping[str, Any]) -> Settings:
         """Settings for one benchmark: marker keywords override the session's."""

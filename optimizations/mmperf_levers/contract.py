@@ -74,6 +74,26 @@ class RecommenderOptions:
 
 
 @dataclass(frozen=True)
+class PretrainedOptions:
+    """Trained weights instead of random ones (the llm workload reads it; levers ignore it).
+
+    ``kind`` "hf" loads the Hugging Face folder ``path``; "gguf" converts the file ``path`` once
+    into ``cache_dir`` (keyed by its sha256) and loads that. ``prompts``: a JSONL file of the
+    user's prompts, or None for the scale's HumanEval subset; ``max_new_tokens``: the cap per
+    answer (None: the scale's), decoding also stops at EOS and at the end of the code block.
+    """
+
+    label: str  # the model's name in benchmark ids
+    kind: str  # "hf" | "gguf"
+    path: str
+    cache_dir: str
+    prompts: str | None = None
+    max_new_tokens: int | None = None
+    problems: int | None = None  # the first N prompts only (None: all of the scale's)
+    random_weights: bool = False  # the source's config and tokenizer with seeded random weights
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     """Everything a builder needs; levers edit it with ``dataclasses.replace``.
 
@@ -92,6 +112,7 @@ class BuildOptions:
     layerskip: LayerSkipOptions = LayerSkipOptions()
     speech: SpeechOptions = SpeechOptions()
     recommender: RecommenderOptions = RecommenderOptions()
+    pretrained: PretrainedOptions | None = None  # None: random weights from the scale's config
 
 
 @dataclass(frozen=True)

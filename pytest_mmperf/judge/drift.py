@@ -16,6 +16,8 @@ The fingerprint (all keys optional, JSON only, small enough for a reviewable bas
                    that floating-point reassociation does not count as drift.
 ``ranking``        the ranked ids (recommenders), first ``RANKING_HEAD`` kept.
 ``ranking_sha256`` sha256 of the full ranking.
+``pass_at_1``      the fraction of problems whose answer passed its tests (trained-model suites),
+                   with ``passed_problems`` (their ids): a problem no longer solved is drift.
 
 :func:`compare_outputs` returns one :class:`OutputChange` per difference; an empty list means no
 drift. Nothing here imports torch: tensors are read through ``.detach().cpu()`` duck typing.
@@ -140,7 +142,19 @@ def compare_outputs(baseline: Mapping[str, Any] | None, current: Mapping[str, An
         changes.extend(_logits(baseline["logits_summary"], current["logits_summary"]))
     if "ranking_sha256" in baseline and "ranking_sha256" in current:
         changes.extend(_ranking(baseline, current))
+    if "pass_at_1" in baseline and "pass_at_1" in current:
+        changes.extend(_pass_at_1(baseline, current))
     return changes
+
+
+def _pass_at_1(b: Mapping[str, Any], c: Mapping[str, Any]) -> list[OutputChange]:
+    """Functional correctness (the trained-model suites: HumanEval's tests on the answers):
+    a problem the baseline's answer solved and this one does not is drift."""
+    lost = sorted(set(b.get("passed_problems") or []) - set(c.get("passed_problems") or []))
+    if float(c["pass_at_1"]) >= float(b["pass_at_1"]) and not lost:
+        return []
+    where = f"; no longer passes: {', '.join(lost)}" if lost else ""
+    return [OutputChange("pass@1", f"pass@1 {float(b['pass_at_1']):.2f} -> {float(c['pass_at_1']):.2f}{where}")]
 
 
 def _tokens(b: Mapping[str, Any], c: Mapping[str, Any]) -> list[OutputChange]:

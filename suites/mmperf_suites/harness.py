@@ -17,13 +17,14 @@ the fly (:class:`mmperf_suites.quality.RoundTracker`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from mmperf_levers.contract import BuildOptions, LayerSkipOptions, NullPhases
+from mmperf_levers.contract import BuildOptions, LayerSkipOptions, NullPhases, PretrainedOptions
 
 from mmperf_suites import quality
 
@@ -150,7 +151,11 @@ def _build(module: Any, task: str, options: BuildOptions) -> Any:
         raise
 
 
-def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], batch_size: int = 1) -> None:
+def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], batch_size: int = 1,
+                  pretrained: PretrainedOptions | None = None) -> None:
+    """``pretrained``: trained weights and real prompts instead of random weights (``llm``)."""
+    from pytest_mmperf.results.metrics import EAGER_PREFIX
+
     device = mmperf.device
     scale = mmperf.settings.scale
     module = importlib.import_module(WORKLOAD_MODULES[workload])
@@ -159,7 +164,12 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
     _skip_for_clock(levers, mmperf.settings)
     lever_objs = _levers(levers, workload, task, device)
     base = base_options(workload, scale, device, batch_size)
-    if scale.startswith("paper") and device != "cuda":
+    if pretrained is not None:
+        if batch_size != 1:
+            pytest.skip("the trained-model llm answers one prompt at a time (batch size 1)")
+        # the trained model as it is: no LayerSkip-trained-like scaling of its late layers
+        base = dataclasses.replace(base, layerskip=LayerSkipOptions(), pretrained=pretrained)
+    if scale.startswith("paper") and device != "cuda" and pretrained is None:
         facts = module.describe(task, scale)
         mmperf.describe(workload=workload, task=task, optimizations=list(levers), batch_size=batch_size,
                         parameters=facts.parameters, weight_bytes=facts.weight_bytes)
@@ -174,6 +184,10 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
     eager = _build(module, task, base)
     facts = eager.facts
     applied = [name for lever in lever_objs for name in _expand(lever)]
+    if pretrained is not None:  # which weights: a baseline of one model never judges another
+        mmperf.describe(model=pretrained.label, model_source={"kind": pretrained.kind, "path": pretrained.path,
+                                                              "random_weights": pretrained.random_weights},
+                        prompts=pretrained.prompts or "humaneval")
     mmperf.describe(
         workload=workload,
         task=task,
@@ -197,6 +211,8 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         q = tracker.result()
         q["verdict"] = "pass" if q["deterministic"] else "fail"
         q["check"] = "eager output repeats across rounds"
+        if pretrained is not None:
+            q.update(quality.functional(eager, output, eager, output))
         _finish(mmperf, eager, q, output)
         return
 
@@ -215,7 +231,6 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         ref_logits, opt_logits = _teacher_forced(eager, optimized, eager_out)
     for name, value in health.items():
         mmperf.record(_with_unit(name), value, gated=False)
-    from pytest_mmperf.results.metrics import EAGER_PREFIX
 
     for name, value in eager_facts.items():
         mmperf.record(EAGER_PREFIX + name, value, gated=False)
@@ -232,6 +247,13 @@ def run_benchmark(mmperf: Any, workload: str, task: str, levers: Sequence[str], 
         optimized_logits=opt_logits,
         dtype=options.dtype,
     )
+    if pretrained is not None:  # the answers' code run against HumanEval's tests, per arm
+        mmperf.record(EAGER_PREFIX + "new_tokens_count", float(sum(len(a) for a in eager_out.tokens)), gated=False)
+        functional = quality.functional(eager, eager_out, optimized, opt_out)
+        q.update(functional)
+        if functional.get("reasons"):
+            q.setdefault("reasons", []).extend(functional.pop("reasons"))
+            q["verdict"] = "fail"
     _finish(mmperf, optimized, q, opt_out, ref_logits=opt_logits)
 
 
@@ -410,15 +432,30 @@ def _finish(mmperf: Any, runner: Any, q: dict[str, Any], output: Any, ref_logits
         mmperf.record(name, value, gated=name in MEMORY_FACTS)
     _throughput(mmperf, static)
     q["output"] = drift.output_fingerprint(
-        tokens=getattr(output, "tokens", None),
+        tokens=rectangular(getattr(output, "tokens", None)),
         logits=ref_logits,
         ranking=getattr(output, "ranking", None),
     )
+    if "pass_at_1" in q:  # drift of functional correctness against the baseline
+        q["output"]["pass_at_1"] = q["pass_at_1"]
+        q["output"]["passed_problems"] = q["passed_problems"]
     mmperf.quality = q
     _roofline(mmperf, runner, static)
     if q["verdict"] == "fail":
         pytest.fail(f"{mmperf.node_id}: quality check failed: {'; '.join(q.get('reasons', [q.get('detail', '')]))}",
                     pytrace=False)
+
+
+PAD_ID = -1  # pads answers of different lengths in the output fingerprint
+
+
+def rectangular(tokens: Any) -> Any:
+    """Answers of different lengths (trained model, stopped at EOS) padded to one array, so the
+    fingerprint's hash and shape also change when an answer's length changes."""
+    if not tokens or not isinstance(tokens, list) or len({len(t) for t in tokens}) <= 1:
+        return tokens
+    width = max(len(t) for t in tokens)
+    return [list(t) + [PAD_ID] * (width - len(t)) for t in tokens]
 
 
 def _throughput(mmperf: Any, static: dict[str, float]) -> None:

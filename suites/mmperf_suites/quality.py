@@ -214,3 +214,39 @@ def verdict(
     if reasons:
         q["reasons"] = reasons
     return q
+
+
+def functional(eager_runner: Any, eager_output: Any, runner: Any, output: Any) -> dict[str, Any]:
+    """HumanEval's tests on each arm's answers (pass@1, greedy: one answer per problem), each
+    program in a sandboxed child interpreter (:mod:`mmperf_suites.sandbox`), never in this
+    process. A problem eager solves and the arm does not is a failure reason: the lever made
+    the model write code that no longer passes. Problems without a test (a user's prompts) only
+    report their token counts. ``runner is eager_runner`` for the eager benchmark itself."""
+    from mmperf_suites import prompts, sandbox
+
+    same = runner is eager_runner
+    rows: list[dict[str, Any]] = []
+    for k, problem in enumerate(eager_runner.problems):
+        eager_answer, answer = eager_output.tokens[k], output.tokens[k]
+        row: dict[str, Any] = {"task_id": problem.task_id, "new_tokens": len(answer),
+                               "eager_new_tokens": len(eager_answer), "tokens_identical": answer == eager_answer}
+        if problem.test is not None:
+            ran = sandbox.run_program(prompts.program(problem, runner.text(answer)))
+            eager_ran = ran if same or answer == eager_answer else sandbox.run_program(
+                prompts.program(problem, eager_runner.text(eager_answer)))
+            row.update(passed=ran.passed, status=ran.status, eager_passed=eager_ran.passed)
+            if ran.detail:
+                row["detail"] = ran.detail
+        rows.append(row)
+    out: dict[str, Any] = {"problems": rows}
+    tested = [r for r in rows if "passed" in r]
+    if tested:
+        out["pass_at_1"] = sum(r["passed"] for r in tested) / len(tested)
+        out["eager_pass_at_1"] = sum(r["eager_passed"] for r in tested) / len(tested)
+        out["passed_problems"] = [r["task_id"] for r in tested if r["passed"]]
+        broken = [r for r in tested if r["eager_passed"] and not r["passed"]]
+        if broken:
+            which = ", ".join(f"{r['task_id']} ({r.get('detail') or r['status']})" for r in broken)
+            out["reasons"] = [f"pass@1 {out['pass_at_1']:.2f} < eager's {out['eager_pass_at_1']:.2f}: "
+                              f"no longer passes: {which}"]
+    return out

@@ -21,3 +21,11 @@ def test_llm_batched(mmperf, batch_size, levers):
     if mmperf.settings.batch:
         pytest.skip("--mmperf-batch sets the batch sizes of every llm benchmark")
     run_benchmark(mmperf, WORKLOAD, "t2t", levers, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("levers", lever_sets(WORKLOAD), ids=lever_id)
+def test_llm_trained(mmperf, trained_model, levers):
+    """A trained checkpoint (``--mmperf-model=llm=smollm2``, a Hugging Face folder or a GGUF
+    file) answering the scale's HumanEval problems: every lever set against eager, with
+    pass@1 of each arm's answers; its id names the model, so baselines never mix models."""
+    run_benchmark(mmperf, WORKLOAD, "t2t", levers, pretrained=trained_model)

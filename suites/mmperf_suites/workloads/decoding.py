@@ -52,6 +52,38 @@ class LayerSkipSettings:
     draft_tokens: int
 
 
+@dataclass(frozen=True)
+class StopRule:
+    """When a served model stops answering: at an end-of-sequence id, or (``fences`` > 0) once
+    that many code fences were written (2: the answer's code block is closed, as a stop
+    sequence would end it). The stopping token is part of the answer (it was computed)."""
+
+    eos_ids: frozenset[int]
+    fence_counts: dict[int, int]  # token id -> how many "```" its text holds
+    fences: int = 0
+
+    def start(self) -> StopState:
+        return StopState(self)
+
+
+class StopState:
+    """One answer's progress through a :class:`StopRule` (pure Python)."""
+
+    def __init__(self, rule: StopRule) -> None:
+        self.rule = rule
+        self.fences = 0
+
+    def feed(self, ids: list[int]) -> int | None:
+        """None to go on, or how many of ``ids`` the answer keeps (up to the stopping one)."""
+        for k, token in enumerate(ids):
+            if token in self.rule.eos_ids:
+                return k + 1
+            self.fences += self.rule.fence_counts.get(token, 0)
+            if self.rule.fences and self.fences >= self.rule.fences:
+                return k + 1
+        return None
+
+
 @dataclass
 class SpeculationStats:
     """Counts of one run's drafts, for ``Runner.metrics``."""
@@ -210,18 +242,24 @@ def greedy_decode(
     cache: Cache,
     phases: PhaseRecorder,
     logit_bias: torch.Tensor | None = None,  # [V], -inf on ids that may not be generated
-) -> torch.Tensor:  # [B, new_tokens]
+    stop: StopRule | None = None,  # batch 1: end at EOS / a closed code block (None: always new_tokens)
+) -> torch.Tensor:  # [B, new_tokens], or [1, n <= new_tokens] with ``stop``
     """Greedy decoding: ``ttft`` = prefill + first token, then one ``tpot`` per further token."""
     batch, prompt_len = prompt.shape
+    state = stop.start() if stop is not None else None
     with phases.phase("ttft"):
         logits = prefill(prompt, positions(batch, 0, prompt_len, prompt.device), cache)
         token = pick_greedy(logits[:, -1:], logit_bias)  # [B, 1]
     out = [token]
+    if state is not None and state.feed(token[0].tolist()) is not None:
+        return token
     for i in range(1, new_tokens):
         with phases.phase("tpot"):
             logits = step(token, positions(batch, prompt_len + i - 1, 1, prompt.device), cache)
             token = pick_greedy(logits, logit_bias)
         out.append(token)
+        if state is not None and state.feed(token[0].tolist()) is not None:
+            break
     return torch.cat(out, dim=1)
 
 
@@ -263,7 +301,8 @@ def layerskip_decode(
     phases: PhaseRecorder,
     stats: SpeculationStats,
     logit_bias: torch.Tensor | None = None,
-) -> torch.Tensor:  # [B, new_tokens]
+    stop: StopRule | None = None,  # batch 1: as greedy_decode's; the tokens stay greedy's
+) -> torch.Tensor:  # [B, new_tokens], or [1, n <= new_tokens] with ``stop``
     """Greedy self-speculative decoding; the tokens equal ``greedy_decode``'s by construction.
 
     Every step's output is either consumed before the next step call (logits -> argmax) or
@@ -286,6 +325,9 @@ def layerskip_decode(
         token = pick_greedy(logits[:, -1:], logit_bias)  # [B, 1]
     out = [token]
     produced = 1
+    state = stop.start() if stop is not None else None
+    if state is not None and state.feed(token[0].tolist()) is not None:
+        return token
     exits: torch.Tensor | None = None  # the drafts' exit hidden states, owned by this loop
     while produced < new_tokens:
         # The cache holds positions < pos; ``token`` (at pos) is not in it yet. Every round
@@ -319,6 +361,11 @@ def layerskip_decode(
             kept = verified[:, : accepted + 1]  # the accepted drafts + the full model's next token
             stats.drafted += k
             stats.accepted += accepted
+        if state is not None:
+            keep = state.feed(kept[0].tolist())
+            if keep is not None:  # the stopping token is in this round: greedy would end there too
+                out.append(kept[:, :keep])
+                break
         out.append(kept)
         produced += accepted + 1
         # a fresh [B, 1] tensor: a slice of ``kept`` has other strides than the draft tokens,

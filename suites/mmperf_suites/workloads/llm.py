@@ -29,12 +29,22 @@ in fp16 at paper scale. Speed depends on the shapes only, not on the values.
   higher acceptance). Set it for the baseline too, so both run the same model.
 * ``exit_layer`` (default layers // 2) and ``draft_tokens`` (> 0, set by the ``layerskip``
   lever): decode by self-speculation instead of plain greedy.
+
+Trained weights (``BuildOptions.pretrained``, from ``--mmperf-model=llm=...``): a Llama-style
+checkpoint (the bundled SmolLM2-135M-Instruct, a Hugging Face folder or a GGUF file, see
+:mod:`mmperf_suites.workloads.pretrained`) answers real prompts (the scale's HumanEval subset
+or the user's JSONL, see :mod:`mmperf_suites.prompts`) through its tokenizer and chat
+template, one prompt at a time, in the same decode loops; each answer stops at EOS, at the end
+of its code block, or at the scale's cap (:class:`TrainedLlmRunner`). The model is used as it
+is: ``trained_factor`` must stay 1.0, and LayerSkip's acceptance is what its early exit gives.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from mmperf_levers.contract import BuildOptions, ModelFacts, Output, PhaseRecorder
@@ -250,8 +260,122 @@ class LlmRunner:
         return out
 
 
+class TrainedLlmRunner(LlmRunner):
+    """A trained Llama-style checkpoint answering real prompts, one after the other (batch 1).
+
+    ``run`` returns one token list per prompt (``Output.tokens[k]`` = answer k, each as long as
+    that answer ran: the work follows the output); ``answers`` of the last run are kept for the
+    text and the token counts."""
+
+    def __init__(self, task: str, options: BuildOptions, config: LlmConfig) -> None:
+        from mmperf_suites import prompts as prompt_sources
+        from mmperf_suites.workloads import pretrained
+
+        pre = options.pretrained
+        assert pre is not None
+        if options.batch_size != 1:
+            raise ValueError("the trained llm answers one prompt at a time: batch size 1")
+        if options.layerskip.trained_factor != 1.0:
+            raise ValueError("a trained model is used as it is: layerskip trained_factor must be 1.0")
+        self.task = task
+        self.options = options
+        self.config = config
+        dtype: torch.dtype = getattr(torch, options.dtype)
+        device = torch.device(options.device)
+        self.model, self.tokenizer = pretrained.load(pre, options.attention, dtype, device, seed=options.seed)
+        if not hasattr(self.model, "model") or not hasattr(self.model.model, "layers"):
+            raise ValueError(f"{pre.label}: not a Llama-style decoder (model.layers)")
+        self.stack = stack_of(self.model)
+        hf = self.model.config
+
+        problems = (prompt_sources.read_jsonl(Path(pre.prompts)) if pre.prompts
+                    else prompt_sources.humaneval(options.scale))
+        self.problems = problems[: pre.problems] if pre.problems else problems
+        self.prompts = [chat_ids(self.tokenizer, p.user_message()).to(device) for p in self.problems]
+        self.prompt = self.prompts[0]
+        cap = pre.max_new_tokens or prompt_sources.MAX_NEW_TOKENS.get(options.scale, 64)
+        longest = max(p.shape[1] for p in self.prompts)
+        self.new_tokens = min(cap, hf.max_position_embeddings - longest - 8)  # the cap per answer
+        eos, fences = stop_ids(self.tokenizer, hf)
+        self.stops = [decoding.StopRule(eos, fences, fences=2 if p.test is not None else 0)
+                      for p in self.problems]
+        mean_prompt = sum(p.shape[1] for p in self.prompts) // len(self.prompts)
+        self.facts = decoding.decoder_facts(
+            self.model, self.stack, heads=hf.num_attention_heads, kv_heads=hf.num_key_value_heads,
+            context_tokens=mean_prompt + self.new_tokens // 2, dtype=dtype)
+        decoding.attach_steps(self, self.stack, hf.num_hidden_layers, options.layerskip, allow_layerskip=True)
+        self._static_cache = None
+        self.answers: list[list[int]] = []
+
+    @torch.inference_mode()
+    def run(self, phases: PhaseRecorder) -> Output:
+        self.speculation = decoding.SpeculationStats()
+        answers = []
+        for prompt, stop in zip(self.prompts, self.stops):
+            cache = self.cache()
+            if self.layerskip is None:
+                tokens = decoding.greedy_decode(self.prefill, self.step, prompt, self.new_tokens, cache, phases,
+                                                stop=stop)
+            else:
+                tokens = decoding.layerskip_decode(
+                    self.prefill, self.draft_step, self.verify_step, self.layerskip,
+                    prompt, self.new_tokens, cache, phases, self.speculation, stop=stop,
+                )
+            answers.append(tokens[0].tolist())
+        self.answers = answers
+        return Output(tokens=answers)
+
+    @torch.inference_mode()
+    def teacher_forced_logits(self, tokens: list[list[int]]) -> torch.Tensor:
+        """Logits [1, sum of the answers' lengths, V]: this arm's decode path forced along each
+        reference answer in turn (``tokens[k]`` answers prompt k)."""
+        return torch.cat([
+            decoding.teacher_forced_decode(self.prefill, self.step, prompt,
+                                           torch.tensor([answer], device=prompt.device), self.cache())
+            for prompt, answer in zip(self.prompts, tokens)
+        ], dim=1)
+
+    def text(self, answer: list[int]) -> str:
+        return str(self.tokenizer.decode(answer, skip_special_tokens=True))
+
+    def metrics(self) -> dict[str, float]:
+        longest = max(p.shape[1] for p in self.prompts)
+        out = decoding.decoder_metrics(self, rows=1, prompt_tokens=longest)
+        out["prompt_tokens"] = sum(p.shape[1] for p in self.prompts) / len(self.prompts)  # mean
+        out["new_tokens"] = float(sum(len(a) for a in self.answers))  # generated in the last run
+        out["max_new_tokens"] = float(self.new_tokens)  # the cap per answer
+        out["prompts"] = float(len(self.prompts))
+        return out
+
+
+def chat_ids(tokenizer: Any, message: str) -> torch.Tensor:
+    """[1, P] ids of one user turn through the model's chat template (and the assistant's
+    opening), or the plain text with BOS where the tokenizer has no template."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
+                                            return_tensors="pt")
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        return torch.as_tensor(ids).reshape(1, -1)
+    return torch.as_tensor(tokenizer(message, return_tensors="pt")["input_ids"]).reshape(1, -1)
+
+
+def stop_ids(tokenizer: Any, hf: Any) -> tuple[frozenset[int], dict[int, int]]:
+    """(end-of-sequence ids: the tokenizer's and the config's, ids whose text holds "```")."""
+    eos: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(hf, "eos_token_id", None)):
+        if isinstance(value, int):
+            eos.add(value)
+        elif isinstance(value, (list, tuple)):
+            eos.update(int(v) for v in value)
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    fences = {i: text.count("```") for i, text in enumerate(texts) if "```" in text}
+    return frozenset(eos), fences
+
+
 def build(task: str, options: BuildOptions) -> LlmRunner:
     check_task(task)
     if options.scale not in SCALES:
         raise ValueError(f"llm scales are {sorted(SCALES)}, not {options.scale!r}")
+    if options.pretrained is not None:
+        return TrainedLlmRunner(task, options, SCALES[options.scale])
     return LlmRunner(task, options, SCALES[options.scale])
