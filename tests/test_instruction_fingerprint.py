@@ -131,3 +131,11 @@ def test_under_valgrind_cpuid_is_valgrinds_table_not_the_hosts(tmp_path: Path) -
     assert guest[1] != native[1]  # valgrind answers CPUID from its own table
     env = {instructions.SHIM_ENV: str(shim)}
     assert instructions.process_guest_cpu(env) == "unknown (not running under valgrind)"
+
+
+def test_valgrind_version_inside_the_reexec_is_the_parents() -> None:
+    # under pytest-xdist (--trace-children=yes) a traced `valgrind --version` printed nothing
+    assert instructions.valgrind_version(lambda name: None, {instructions.VERSION_ENV: "valgrind-3.19.0"}) == (
+        "valgrind-3.19.0")
+    assert instructions.valgrind_version(lambda name: None, {}) is None
+    assert "*/valgrind" in instructions.CHILDREN_SKIPPED.split(",")

@@ -69,7 +69,10 @@ def isa_caps(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     return " ".join(f"{name}={env.get(name, '')}" for name in ISA_CAPS)
 # executables that pytest, torch or the fingerprint start: run natively, not under callgrind
-CHILDREN_SKIPPED = "*/git,*/cc,*/gcc,*/g++,*/c++,*/ld,*/as,*/uname,*/ldconfig,*/ldconfig.real,*/lscpu,*/nvidia-smi"
+# (valgrind itself: `valgrind --version` for the fingerprint, traced, printed nothing)
+CHILDREN_SKIPPED = ("*/git,*/cc,*/gcc,*/g++,*/c++,*/ld,*/as,*/uname,*/ldconfig,*/ldconfig.real,*/lscpu,*/nvidia-smi,"
+                    "*/valgrind,*/valgrind.bin")
+VERSION_ENV = "MMPERF_VALGRIND_VERSION"  # set by the re-exec: valgrind's version, asked natively
 
 SHIM_SOURCE = """\
 #include <valgrind/callgrind.h>
@@ -164,7 +167,13 @@ def _header_elsewhere(cc: str) -> bool:
     return probe.returncode == 0
 
 
-def valgrind_version(which: Callable[[str], str | None] = shutil.which) -> str | None:
+def valgrind_version(which: Callable[[str], str | None] = shutil.which,
+                     env: Mapping[str, str] | None = None) -> str | None:
+    """``valgrind-3.19.0``; inside the re-executed process, the version its parent asked for
+    natively (a traced ``valgrind --version`` under ``--trace-children=yes`` printed nothing)."""
+    known = (os.environ if env is None else env).get(VERSION_ENV)
+    if known:
+        return known
     exe = which("valgrind")
     if not exe:
         return None
@@ -351,6 +360,7 @@ def exec_under_callgrind(args: Sequence[str], cwd: Path, work_dir: Path, *, chil
     shim = build_shim(work_dir)
     # a fixed-length name: the environment's size moves the stack, and with it alignment
     cmd, env = reexec_command(args, work_dir / f"run-{os.getpid():08d}", shim, children=children)
+    env[VERSION_ENV] = valgrind_version() or ""
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(cwd)
