@@ -9,6 +9,7 @@ Without either, the lint test is skipped with that reason.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -120,3 +121,51 @@ def test_main_history_appends_and_baselines_change_only_through_a_pr():
 
 def test_declared_runner_labels_match_the_workflows():
     assert declared_labels() == set(GPU_LABELS) - {"self-hosted", "linux"}
+
+
+def _cpu_gate_subset() -> list[str]:
+    text = (ROOT / "scripts" / "cpu_gate").read_text()
+    block = re.search(r"default_select=\((.*?)\)\n", text, re.S)
+    assert block, "scripts/cpu_gate names its subset in default_select=( ... )"
+    return re.findall(r'"([^"]+)"', block[1])
+
+
+def test_cpu_gate_job_runs_the_script_on_pull_requests_and_main():
+    ci = load("ci.yml")
+    job = ci["jobs"]["cpu-gate"]
+    assert "pull_request" in job["if"] and "refs/heads/main" in job["if"]
+    assert job["runs-on"].startswith("ubuntu-")  # a hosted runner: the instruction clock needs no GPU
+    assert job["timeout-minutes"] <= 25  # the budget: at most 20 minutes of measuring
+    text = steps_text(job)
+    assert "bash scripts/cpu_gate" in text and "--save" not in text
+    assert "install_system_deps.sh valgrind" in text and "actions/upload-artifact" in text
+    run_step = next(s for s in job["steps"] if "scripts/cpu_gate" in str(s.get("run", "")))
+    # history is written on pushes (to main: the job's condition) only, never by a pull request
+    assert "github.event_name == 'push'" in run_step["env"]["MMPERF_HISTORY_URL"]
+    assert "secrets.MMPERF_HISTORY_URL" in run_step["env"]["MMPERF_HISTORY_URL"]
+    # the markdown summary reaches the job summary through the script
+    assert "GITHUB_STEP_SUMMARY" in (ROOT / "scripts" / "cpu_gate").read_text()
+
+
+def test_cpu_baseline_is_refreshed_through_a_pr_in_the_gates_environment():
+    ci, hist = load("ci.yml"), load("main-history.yml")
+    job = hist["jobs"]["refresh-cpu-baseline"]
+    assert "workflow_dispatch" in job["if"] and "refresh_cpu_baseline" in job["if"]
+    assert job["runs-on"] == ci["jobs"]["cpu-gate"]["runs-on"]  # the same image: the same fingerprint
+    for key in ("MMPERF_CPU_GATE_PYTHON", "MMPERF_TORCH_VERSION", "TORCH_CPU_INDEX"):
+        assert hist["env"][key] == ci["env"][key], key
+    text = steps_text(job)
+    assert "bash scripts/cpu_gate --save" in text and "gh pr create" in text and "git switch -c" in text
+    assert not re.search(r"git push\s+\S+\s+(HEAD:)?main\b", text)
+
+
+def test_the_cpu_gate_subset_has_a_committed_instruction_baseline():
+    subset = _cpu_gate_subset()
+    assert subset
+    found = {}
+    for path in sorted((ROOT / "baselines").glob("cpu-*t-instr-*.json")):
+        doc = json.loads(path.read_text())
+        assert doc["environment"]["clock"] == "instructions"
+        found[path.name] = sorted(b["id"] for b in doc["benchmarks"])
+    assert found, "no instruction baseline committed in baselines/"
+    assert any(ids == sorted(subset) for ids in found.values()), found

@@ -52,7 +52,8 @@ def _list(args: argparse.Namespace) -> int:
         if b.error:
             print(f"{b.path}: UNUSABLE: {b.error}")
         else:
-            print(f"{b.path}: {b.fingerprint} {b.device}, {b.benchmarks} benchmark(s), "
+            clock = "instruction counts" if b.clock == "instructions" else f"{b.clock} clock"
+            print(f"{b.path}: {b.fingerprint} {b.device}, {clock}, {b.benchmarks} benchmark(s), "
                   f"commit {b.commit or '?'}, {b.created or '?'}")
     return 0
 

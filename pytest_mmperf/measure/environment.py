@@ -163,7 +163,8 @@ def git_commit(cwd: Path) -> tuple[str | None, str | None]:
 
 def clock_facts(clock: str) -> dict[str, Any]:
     """What a measurement's numbers depend on besides the machine: the clock and, for instruction
-    counts, the counting tool's version, address randomization, the hash seed and the instruction-set caps."""
+    counts, the counting tool's version, address randomization, the hash seed, the instruction-set
+    caps, the CPU that CPUID reports under valgrind, the interpreter's build and the C libraries."""
     facts: dict[str, Any] = {"clock": clock}
     if clock == "instructions":
         from pytest_mmperf.measure.clocks import instructions
@@ -172,6 +173,11 @@ def clock_facts(clock: str) -> dict[str, Any]:
         facts["aslr"] = os.environ.get("MMPERF_ASLR", "on")
         facts["python_hash_seed"] = os.environ.get("PYTHONHASHSEED")
         facts["isa_caps"] = instructions.isa_caps()
+        # what the counted code runs on and with (results.fingerprint.INSTRUCTION_KEYS): the CPU as
+        # valgrind presents it, not the host's; the interpreter's build; glibc and libstdc++
+        facts["guest_cpu"] = instructions.process_guest_cpu()
+        facts["python_build"] = instructions.python_build()
+        facts["system_libraries"] = instructions.system_libraries()
     return facts
 
 

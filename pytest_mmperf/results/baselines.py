@@ -42,6 +42,7 @@ class BaselineInfo:
     created: str
     benchmarks: int
     error: str | None = None  # set when the file cannot be read
+    clock: str = "time"  # what its numbers are: "time" or "instructions" (counts)
 
 
 def path_for(fingerprint: str, directory: str | Path) -> Path:
@@ -161,7 +162,8 @@ def list_baselines(directory: str | Path) -> list[BaselineInfo]:
             f"{path}: holds fingerprint {doc.fingerprint!r}, not {path.stem!r}"
         )
         out.append(BaselineInfo(path, doc.fingerprint, str(doc.environment.get("device", "")),
-                                doc.commit, doc.created, len(doc.benchmarks), error))
+                                doc.commit, doc.created, len(doc.benchmarks), error,
+                                str(doc.environment.get("clock") or "time")))
     return out
 
 

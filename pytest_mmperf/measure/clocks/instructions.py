@@ -69,7 +69,10 @@ def isa_caps(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     return " ".join(f"{name}={env.get(name, '')}" for name in ISA_CAPS)
 # executables that pytest, torch or the fingerprint start: run natively, not under callgrind
-CHILDREN_SKIPPED = "*/git,*/cc,*/gcc,*/g++,*/c++,*/ld,*/as,*/uname,*/ldconfig,*/ldconfig.real,*/lscpu,*/nvidia-smi"
+# (valgrind itself: `valgrind --version` for the fingerprint, traced, printed nothing)
+CHILDREN_SKIPPED = ("*/git,*/cc,*/gcc,*/g++,*/c++,*/ld,*/as,*/uname,*/ldconfig,*/ldconfig.real,*/lscpu,*/nvidia-smi,"
+                    "*/valgrind,*/valgrind.bin")
+VERSION_ENV = "MMPERF_VALGRIND_VERSION"  # set by the re-exec: valgrind's version, asked natively
 
 SHIM_SOURCE = """\
 #include <valgrind/callgrind.h>
@@ -77,6 +80,14 @@ int mmperf_running_on_valgrind(void) { return (int)RUNNING_ON_VALGRIND; }
 void mmperf_start(void) { CALLGRIND_START_INSTRUMENTATION; }
 void mmperf_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; }
 void mmperf_dump(const char *label) { CALLGRIND_DUMP_STATS_AT(label); }
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+int mmperf_cpuid(unsigned leaf, unsigned sub, unsigned *out) {
+  return __get_cpuid_count(leaf, sub, &out[0], &out[1], &out[2], &out[3]);
+}
+#else
+int mmperf_cpuid(unsigned leaf, unsigned sub, unsigned *out) { (void)leaf; (void)sub; (void)out; return 0; }
+#endif
 """
 
 
@@ -115,6 +126,14 @@ class ShimRequests:
     def dump(self, label: str) -> None:
         self._lib.mmperf_dump(label.encode("ascii", "replace"))
 
+    def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int] | None:
+        """(eax, ebx, ecx, edx) of CPUID as this process sees it (under valgrind: valgrind's own
+        table), or None where the leaf does not exist or the machine has no CPUID."""
+        out = (ctypes.c_uint * 4)()
+        if not self._lib.mmperf_cpuid(ctypes.c_uint(leaf), ctypes.c_uint(subleaf), out):
+            return None
+        return (out[0], out[1], out[2], out[3])
+
 
 def build_shim(cache_dir: Path, compiler: str | None = None) -> Path:
     """Compile the shim once per source and compiler into ``cache_dir``; returns the .so path."""
@@ -148,12 +167,95 @@ def _header_elsewhere(cc: str) -> bool:
     return probe.returncode == 0
 
 
-def valgrind_version(which: Callable[[str], str | None] = shutil.which) -> str | None:
+def valgrind_version(which: Callable[[str], str | None] = shutil.which,
+                     env: Mapping[str, str] | None = None) -> str | None:
+    """``valgrind-3.19.0``; inside the re-executed process, the version its parent asked for
+    natively (a traced ``valgrind --version`` under ``--trace-children=yes`` printed nothing)."""
+    known = (os.environ if env is None else env).get(VERSION_ENV)
+    if known:
+        return known
     exe = which("valgrind")
     if not exe:
         return None
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     return out.stdout.strip() or None
+
+
+# -- the CPU that counted code sees ------------------------------------------------------------------
+# Under valgrind, CPUID does not reach the host: VEX answers from one of a few fixed tables, chosen by
+# what the host supports (valgrind 3.19 on an AVX2 host: vendor GenuineIntel, brand "Intel(R)
+# Core(TM) i7-4910MQ CPU @ 2.90GHz", that CPU's feature bits and cache descriptors, whatever the
+# host's vendor, model or caches). What MKL, oneDNN, glibc's string functions and ATen dispatch on
+# is that table, so it, not the host's CPU, belongs in an instruction count's fingerprint.
+# Leaves read: 0 (vendor, max leaf), 1 (family/model/stepping, features; EBX left out: it holds the
+# initial APIC id, which names the core), 4 (cache descriptors), 7 (extended features), 0xD
+# (XSAVE state components), 0x80000001 (extended features), 0x80000002-4 (brand string).
+CpuidReader = Callable[[int, int], "tuple[int, int, int, int] | None"]
+
+
+def guest_cpu(cpuid: CpuidReader) -> str:
+    """``<vendor> <brand> [cpuid <12 hex digits>]``: the CPU as CPUID answers inside this process."""
+    regs = cpuid(0, 0)
+    if regs is None:
+        return "no cpuid"
+    vendor = b"".join(r.to_bytes(4, "little") for r in (regs[1], regs[3], regs[2])).decode("ascii", "replace")
+    words: list[int] = list(regs)
+    leaf1 = cpuid(1, 0)
+    if leaf1 is not None:
+        words += [leaf1[0], leaf1[2], leaf1[3]]
+    for sub in range(8):
+        cache = cpuid(4, sub)
+        if cache is None or cache[0] & 0x1F == 0:  # type 0: no more caches
+            break
+        words += list(cache[:3])
+    for leaf, sub in ((7, 0), (0xD, 0), (0xD, 1), (0x80000001, 0)):
+        words += list(cpuid(leaf, sub) or (0, 0, 0, 0))
+    brand_regs = [cpuid(leaf, 0) for leaf in (0x80000002, 0x80000003, 0x80000004)]
+    brand = b"".join(r.to_bytes(4, "little") for regs4 in brand_regs if regs4 for r in regs4)
+    name = brand.split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    digest = hashlib.sha256(",".join(f"{w:08x}" for w in words).encode()).hexdigest()[:12]
+    return " ".join(p for p in (vendor, name, f"[cpuid {digest}]") if p)
+
+
+def process_guest_cpu(env: Mapping[str, str] | None = None) -> str:
+    """The CPU this (re-executed, valgrind'd) process sees, through the compiled shim; a reason
+    instead where it is not running under valgrind (then nothing is counted anyway)."""
+    env = os.environ if env is None else env
+    shim = env.get(SHIM_ENV)
+    if not shim or not Path(shim).exists():
+        return "unknown (not started under callgrind)"
+    try:
+        requests = ShimRequests(Path(shim))
+    except OSError as exc:
+        return f"unknown ({exc})"
+    if not requests.running_on_valgrind():
+        return "unknown (not running under valgrind)"
+    return guest_cpu(requests.cpuid)
+
+
+def system_libraries(maps: str | None = None) -> str:
+    """glibc's version and the loaded libstdc++ (its file names the version): their string,
+    memory and container functions run inside every counted region."""
+    if maps is None:
+        try:
+            maps = Path("/proc/self/maps").read_text()
+        except OSError:
+            maps = ""
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):
+        libc = ""
+    cxx = sorted({Path(line.split()[-1]).name for line in maps.splitlines()
+                  if "/libstdc++.so" in line and line.split()[-1].startswith("/")})
+    return ", ".join(p for p in (libc or platform.libc_ver()[0] + " " + platform.libc_ver()[1], *cxx) if p.strip())
+
+
+def python_build() -> str:
+    """The interpreter's build: two builds of one Python version (another compiler, flags or PGO)
+    execute different machine code for the same bytecode."""
+    number, date = platform.python_build()
+    compiler = platform.python_compiler()
+    return f"{platform.python_implementation()} {platform.python_version()} ({number}, {date}; {compiler})"
 
 
 # -- re-executing pytest under callgrind ------------------------------------------------------------
@@ -258,6 +360,7 @@ def exec_under_callgrind(args: Sequence[str], cwd: Path, work_dir: Path, *, chil
     shim = build_shim(work_dir)
     # a fixed-length name: the environment's size moves the stack, and with it alignment
     cmd, env = reexec_command(args, work_dir / f"run-{os.getpid():08d}", shim, children=children)
+    env[VERSION_ENV] = valgrind_version() or ""
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(cwd)
