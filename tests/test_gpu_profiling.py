@@ -85,7 +85,7 @@ class FakeProfile:
         return None
 
     def key_averages(self) -> list[Any]:
-        return [SimpleNamespace(key="aten::mm", self_cpu_time_total=5.0, count=2,
+        return [SimpleNamespace(key="aten::mm", self_cpu_time_total=5.0, cpu_time_total=5.0, count=2,
                                 self_device_time_total=80.0)]
 
     def events(self) -> list[Any]:

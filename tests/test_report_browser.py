@@ -74,7 +74,8 @@ def test_report_renders_offline_without_errors(tmp_path: Path) -> None:
 
 
 def _planted_regression(tmp_path: Path) -> tuple[str, str]:
-    """A history whose newest run has one benchmark twice as slow; the report with its baseline."""
+    """A history whose newest run has one benchmark holding twice the memory; the report with its
+    baseline (a report has no history of the baseline's host, so it judges what travels: bytes)."""
     from dataclasses import replace
 
     from history_data import make_doc
@@ -87,9 +88,9 @@ def _planted_regression(tmp_path: Path) -> tuple[str, str]:
     benches = []
     for b in newest.benchmarks:
         if b.id == slow:
-            lat = b.metrics["latency_ms"]
-            slower = MetricRecord.from_samples("latency_ms", [v * 2.0 for v in lat.samples])
-            metrics = dict(b.metrics, latency_ms=slower)
+            peak = b.metrics["peak_memory_bytes"]
+            hungrier = MetricRecord.from_samples("peak_memory_bytes", [v * 2.0 for v in peak.samples])
+            metrics = dict(b.metrics, peak_memory_bytes=hungrier)
             b = replace(b, metrics=metrics)
         benches.append(b)
     docs[-1] = newest.with_benchmarks(benches)
@@ -126,7 +127,7 @@ def test_first_screen_lists_the_planted_regression(tmp_path: Path) -> None:
                 "Array.from(document.querySelectorAll('tr.verdict-regressed')).filter(tr => tr.offsetParent).length"
             )
             page.select_option("#filter-workload", "")
-            page.select_option("#filter-metric", "latency_ms")
+            page.select_option("#filter-metric", "peak_memory_bytes")
             after_metric = page.evaluate(
                 "Array.from(document.querySelectorAll('tr.verdict-regressed')).filter(tr => tr.offsetParent).length"
             )
