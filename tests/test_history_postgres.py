@@ -7,13 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 from history_data import history_docs, make_doc
 
 from pytest_mmperf.history import HistoryError, open_store, sql
@@ -22,23 +18,6 @@ URL = os.environ.get("MMPERF_TEST_POSTGRES_URL", "")
 pytestmark = pytest.mark.skipif(
     not URL, reason="MMPERF_TEST_POSTGRES_URL is not set (scripts/start_postgres.sh prints one)"
 )
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The server's URL with a fresh schema first on the search path; the schema is dropped after."""
-    pytest.importorskip("psycopg", reason="psycopg is not installed")
-    name = f"mmperf_t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(URL.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {name}")
-    sep = "&" if "?" in URL else "?"
-    try:
-        yield f"{URL}{sep}options={quote(f'-csearch_path={name}')}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
-        admin.dispose()
 
 
 def test_round_trip(pg_url: str, tmp_path: Path) -> None:

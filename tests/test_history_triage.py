@@ -3,18 +3,12 @@ benchmark, biggest first, each with its change point's commit range; SQLite and 
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
-from urllib.parse import quote
 
-import pytest
 from history_data import history_docs, make_doc
 
 from pytest_mmperf import cli
 from pytest_mmperf.history import open_store
-
-URL = os.environ.get("MMPERF_TEST_POSTGRES_URL", "")
 
 
 def docs_with_two_steps():
@@ -82,22 +76,7 @@ def test_an_end_that_matches_no_run_is_one_line(tmp_path, capsys):
     assert "--until needs --since" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not URL, reason="MMPERF_TEST_POSTGRES_URL is not set (scripts/start_postgres.sh prints one)")
-def test_between_two_commits_on_postgresql(tmp_path, capsys):
-    pytest.importorskip("psycopg", reason="psycopg is not installed")
-    import sqlalchemy as sa
-
-    name = f"mmperf_t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(URL.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {name}")
-    sep = "&" if "?" in URL else "?"
-    url = f"{URL}{sep}options={quote(f'-csearch_path={name}')}"
-    try:
-        record(url, tmp_path)
-        docs = docs_with_two_steps()
-        check(triage_output(url, capsys, "--since", docs[1].commit[:10], "--until", docs[9].commit[:10]), docs)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
-        admin.dispose()
+def test_between_two_commits_on_postgresql(pg_url, tmp_path, capsys):
+    record(pg_url, tmp_path)
+    docs = docs_with_two_steps()
+    check(triage_output(pg_url, capsys, "--since", docs[1].commit[:10], "--until", docs[9].commit[:10]), docs)
