@@ -138,3 +138,16 @@ def test_not_measured_under_the_instruction_clock_or_when_disabled():
                resident_factory=Gauge, disabled=disabled)
     assert started == []
 
+
+
+def test_census_skips_a_compile_s_fake_tensors_without_asking_their_data_pointer():
+    # filterwarnings = error: asking a FakeTensor for its data pointer warns, which would fail this
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    census = LiveTensorCensus()
+    census.start()
+    with FakeTensorMode():
+        fake = torch.empty(1 << 18)  # 1 MiB that holds no data
+    kept = torch.ones(1 << 16)  # 256 KiB that does
+    assert census.read()[RESIDENT] == kept.untyped_storage().nbytes()
+    del fake

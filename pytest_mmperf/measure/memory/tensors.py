@@ -32,11 +32,15 @@ from pytest_mmperf.measure.memory import RESIDENT, collect_garbage
 def live_storages(torch: Any) -> dict[int, int]:
     """data pointer -> bytes of every live CPU tensor storage that holds data."""
     tensor_type = torch.Tensor
+    # a compile's fake tensors hold no data, and asking one for its data pointer warns (and is to
+    # become an error): they are skipped before the question
+    fake_type = getattr(getattr(torch, "_subclasses", None), "FakeTensor", None)
     out: dict[int, int] = {}
     for obj in gc.get_objects():
         # type(), not isinstance(): a lazy module proxy answers isinstance through __class__
         # (torch.distributed.reduce_op warns when asked)
-        if not issubclass(type(obj), tensor_type):
+        kind = type(obj)
+        if not issubclass(kind, tensor_type) or (fake_type is not None and issubclass(kind, fake_type)):
             continue
         try:
             if obj.device.type != "cpu":
