@@ -385,12 +385,13 @@ def pytest_terminal_summary(
         tr.write_sep("-", "pytest-mmperf")
         for line in table(run.records, run.environment.get("fingerprint", ""), run.settings.confidence):
             tr.write_line(line)
-        if any(r.profile and "op_share" in r.profile for r in run.records):
+        # records characterized by --mmperf-profile (a diagnosis-only profile has no op_share)
+        characterized = [r for r in run.records if r.profile and "op_share" in r.profile]
+        if characterized:
             from pytest_mmperf.report.paper_tables import phase_table
 
             tr.write_sep("-", "pytest-mmperf characterization (--mmperf-profile)")
-            for line in phase_table(run.document(),
-                                    [r for r in run.records if r.profile and "op_share" in r.profile]).splitlines():
+            for line in phase_table(run.document(), characterized).splitlines():
                 tr.write_line(line)
     if run.gate is not None:
         from pytest_mmperf.report.comparison import comparison_lines
