@@ -67,16 +67,23 @@ def test_a_changed_benchmark_names_its_new_operator_and_passing_ones_cost_nothin
     lines = result.outlines
     at = next(i for i, line in enumerate(lines) if "test_changed output drift" in line)
     assert lines[at + 1].strip() == "diagnosis (biggest cause first):"
-    assert "1. new operator aten::mul: calls per call 0 -> 50" in lines[at + 2]
+    # the plant's operators, ahead of any time-only change; which of them costs most is a
+    # profiler's self-time split (x * 1.5 shows as mul alone on one machine, with _to_copy,
+    # empty_strided and copy_ on another), so only the set is asserted, not its order
+    shown = [line.strip() for line in lines[at + 2:at + 6] if line.strip()[:2] in {"1.", "2.", "3.", "4."}]
+    assert shown and all(": calls per call 0 -> 50" in line and ". new operator aten::" in line for line in shown)
     assert "Traceback" not in out
     md = (pytester.path / "summary.md").read_text()
     assert "<summary>Why test\\_bench.py::test\\_changed regressed (biggest cause first)</summary>" in md
-    assert "| 1 | operator | new operator aten::mul: calls per call 0 -\\> 50" in md
+    assert "| operator | new operator aten::mul: calls per call 0 -\\> 50" in md
     run = {b["id"].split("::")[-1]: b for b in json.loads((pytester.path / "run.json").read_text())["benchmarks"]}
     # one extra profiled call for the failed benchmark (its profile is in the results), none for the other
     assert run["test_changed"]["profile"]["operators"]["ops"]["aten::mul"]["calls"] == 50
     assert run["test_same"]["profile"] is None
-    assert run["test_changed"]["verdict"]["diagnosis"]["causes"][0]["subject"] == "aten::mul"
+    causes = run["test_changed"]["verdict"]["diagnosis"]["causes"]
+    subjects = [c["subject"] for c in causes]
+    assert "aten::mul" in subjects
+    assert all(c["subject"] not in ops["test_changed"] for c in causes[:subjects.index("aten::mul") + 1])
 
 
 def test_quiet_torch_trace_keeps_its_records_from_every_handler(monkeypatch):

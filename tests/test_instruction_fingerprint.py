@@ -24,7 +24,7 @@ INSTR = {
     "python_build": "CPython 3.11.7 (main, May  9 2026; GCC 12.2.0)",
     "system_libraries": "glibc 2.36, libstdc++.so.6.0.30",
     "valgrind_version": "valgrind-3.19.0", "guest_cpu": "GenuineIntel Intel(R) Core(TM) i7-4910MQ [cpuid 8817a32706ad]",
-    "aslr": "off", "python_hash_seed": "0",
+    "aslr": "off", "python_hash_seed": "0", "python_malloc": "malloc",
     "isa_caps": "MKL_ENABLE_INSTRUCTIONS=SSE4_2 ATEN_CPU_CAPABILITY=avx2 TORCHINDUCTOR_CPP_MARCH=x86-64-v3",
     # the host: what a count does not see
     "cpu_model": "Intel(R) Xeon(R) Processor", "cpu_count": 2, "cpu_affinity": 2, "ram_bytes": 25 * 2**30,

@@ -172,6 +172,7 @@ def clock_facts(clock: str) -> dict[str, Any]:
         facts["valgrind_version"] = instructions.valgrind_version()
         facts["aslr"] = os.environ.get("MMPERF_ASLR", "on")
         facts["python_hash_seed"] = os.environ.get("PYTHONHASHSEED")
+        facts["python_malloc"] = os.environ.get("PYTHONMALLOC")
         facts["isa_caps"] = instructions.isa_caps()
         # what the counted code runs on and with (results.fingerprint.INSTRUCTION_KEYS): the CPU as
         # valgrind presents it, not the host's; the interpreter's build; glibc and libstdc++

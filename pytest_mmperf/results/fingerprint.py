@@ -58,6 +58,7 @@ INSTRUCTION_KEYS: tuple[str, ...] = (
     "guest_cpu",  # the CPU that CPUID reports inside valgrind: what MKL, oneDNN and glibc dispatch on
     "aslr",
     "python_hash_seed",
+    "python_malloc",  # Python's object allocator: pymalloc's pool bookkeeping is counted, glibc's malloc is not
     "isa_caps",
 )
 # Keys added to COMPARABLE_KEYS after fingerprints were first stored: hashed only when set, so

@@ -45,6 +45,14 @@ OUT_ENV = "MMPERF_CALLGRIND_OUT"  # set by the re-exec: the callgrind output pre
 SHIM_ENV = "MMPERF_CALLGRIND_SHIM"  # the compiled shim, so the child does not compile again
 KEEP_ENV = "MMPERF_CALLGRIND_KEEP"  # set (to 1): keep every dump for callgrind_annotate
 HASH_SEED = "0"
+# Python's object allocator in the re-exec: glibc's malloc, whose cost is left out of every count
+# (ALLOCATOR_FUNCTIONS), instead of pymalloc, whose cost depends on the fill of its pools. A pure
+# Python loop of 2,000 multiplications counted 1.1925M..1.2107M instructions (1.5%) with 0..135
+# more small objects alive before it, one process, pymalloc; 1.0093M in 13 of 16 with
+# PYTHONMALLOC=malloc. Between processes the same loop read 1.2109M or 1.1960M: which one
+# depended on what the process had allocated before (paths, random names), a false alarm under
+# the 0.5% threshold of a tiny benchmark.
+PYTHON_MALLOC = "malloc"
 # Instruction sets capped in the re-exec on x86-64 (unless already set), so that valgrind runs the
 # code at a bearable speed, or at all; each cap is in the environment fingerprint (``isa_caps``):
 # * MKL: its kernels beyond SSE4.2 run pathologically slowly under valgrind. A 160x256 @ 256x768
@@ -329,6 +337,7 @@ def reexec_command(
         OUT_ENV: str(out_dir / "callgrind.out"),
         SHIM_ENV: str(shim),
         "PYTHONHASHSEED": HASH_SEED,
+        "PYTHONMALLOC": PYTHON_MALLOC,
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
@@ -373,8 +382,9 @@ def exec_under_callgrind(args: Sequence[str], cwd: Path, work_dir: Path, *, chil
 # processes and between rounds of one process with strings of different lengths (paths, pids,
 # times) allocated before. Measured on the tiny LLM's prefill: 55.20-55.23M instructions over six
 # rounds of one process, the spread entirely inside malloc/malloc.c; without those functions
-# 54.808-54.812M. Their self cost is left out of every count; memset/memcpy of new tensors, torch's
-# and Python's own allocators stay in.
+# 54.808-54.812M. Their self cost is left out of every count; memset/memcpy of new tensors and
+# torch's caching stay in. Python's objects are allocated by glibc too in the re-exec
+# (PYTHON_MALLOC), so pymalloc's pool bookkeeping, which depends on the same history, is not counted.
 ALLOCATOR_FILE = "malloc/malloc.c"
 ALLOCATOR_FUNCTIONS = frozenset({  # the same, recognized by name when libc has no debug info
     "malloc", "free", "calloc", "realloc", "cfree", "memalign", "posix_memalign", "aligned_alloc",
