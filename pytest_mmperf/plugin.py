@@ -7,6 +7,7 @@ this module imports neither torch nor transformers; they load only when ``--mmpe
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -149,6 +150,20 @@ def pytest_collection_modifyitems(
         from pytest_mmperf.sharding import select
 
         keep = set(select([item.nodeid for item in benches], *settings.shard))
+        deselected = [item for item in benches if item.nodeid not in keep]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if item not in deselected]
+            benches = [item for item in benches if item.nodeid in keep]
+    from pytest_mmperf.sharding import ONLY_IDS_ENV, only_ids
+
+    only = os.environ.get(ONLY_IDS_ENV)
+    if only:
+        # mmperf ab and bisect profile the benchmarks that failed, and only those
+        try:
+            keep = only_ids(only)
+        except OSError as exc:
+            raise pytest.UsageError(f"{ONLY_IDS_ENV}={only}: {exc.strerror or exc}") from None
         deselected = [item for item in benches if item.nodeid not in keep]
         if deselected:
             config.hook.pytest_deselected(items=deselected)

@@ -684,3 +684,55 @@ def test_one_percent_formatter_and_no_import_circle_in_ab():
                    for n in imports.get(start, ()) if n != "__init__")
 
     assert not [m for m in imports if m != "__init__" and reaches(m, m, set())]
+
+
+TORCH_BENCH = '''
+import pytest
+import torch
+
+A = torch.randn(32, 32, generator=torch.Generator().manual_seed(0))
+W = torch.randn(32, 32, generator=torch.Generator().manual_seed(1)) / 8
+EXTRA = {extra}
+
+
+def work(steps=40):
+    x = A
+    for _ in range(steps):
+        x = torch.tanh(x @ W)
+        for _ in range(EXTRA):  # the plant: elementwise work in every step
+            x = x * 1.0
+    return x
+
+
+@pytest.mark.mmperf(workload="llm", task="t2t")
+def test_changed(mmperf):
+    mmperf(work)
+
+
+@pytest.mark.mmperf(workload="llm", task="t2t", optimizations=["sdpa"])
+def test_same(mmperf):
+    mmperf(lambda: torch.relu(A @ W))
+'''
+
+
+def test_end_to_end_ab_profiles_both_sides_of_a_regressed_benchmark_only(repo, tmp_path, capsys):
+    """No --mmperf-profile given: the regressed benchmark's operators still come out, from one short
+    profiled run per side of that benchmark alone."""
+    (repo / "test_bench.py").write_text(TORCH_BENCH.format(extra=0))
+    git(repo, "add", "-A")
+    base = commit(repo, "base")
+    (repo / "test_bench.py").write_text(TORCH_BENCH.format(extra=4))
+    git(repo, "add", "-A")
+    head = commit(repo, "four more elementwise ops a step")
+    out_dir = tmp_path / "json"
+    rc = main(["ab", "--repo", str(repo), "--base", base, "--head", head, "--rounds", "5", "--repeats", "4",
+               "--threshold", "20%", "--json-dir", str(out_dir)])
+    captured = capsys.readouterr()
+    assert rc == 1, captured.out
+    assert "REGRESSED test_bench.py::test_changed latency_ms" in captured.out
+    assert "new operator aten::mul: calls per call 0 -> 160" in captured.out, captured.out
+    assert "profiling 1 failed benchmark(s) on both sides" in captured.err
+    for side in ("base", "head"):
+        profiled = RunDocument.load(out_dir / f"{side}-profile.json")
+        assert [b.id for b in profiled.benchmarks] == ["test_bench.py::test_changed"]  # none for the passing one
+    assert worktree_count(repo) == 1

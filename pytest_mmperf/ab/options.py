@@ -61,6 +61,18 @@ def pytest_command(python: str, json_path: Path, rounds: int, pytest_args: Seque
     ]
 
 
+def profile_command(python: str, json_path: Path, pytest_args: Sequence[str]) -> list[str]:
+    """The diagnosis's run: natively (any ``--mmperf-clock`` dropped: operators are timed), one
+    warm-up call, one round and one call under ``torch.profiler`` per benchmark; the benchmarks are
+    chosen by ``MMPERF_ONLY_IDS`` (the failed ones)."""
+    args = [a for a in pytest_args if not a.startswith("--mmperf-clock")]
+    return [
+        python, "-m", "pytest", "--mmperf", "--mmperf-profile", "--mmperf-adaptive=0",
+        f"--mmperf-json={json_path}", "--mmperf-history=off", "--mmperf-rounds=1", "--mmperf-max-rounds=1",
+        "--mmperf-diagnose=off", "-p", "no:cacheprovider", *args,
+    ]
+
+
 def split_args(values: Sequence[str]) -> tuple[str, ...]:
     """``--pytest-args "suites -k llm"`` (repeatable) into arguments."""
     return tuple(arg for value in values for arg in shlex.split(value))

@@ -32,6 +32,11 @@ class ABResult:
     stopped: str = DECIDED
     pair_seconds: list[float] = field(default_factory=list)
     inconclusive_fails: bool = False  # --mmperf-inconclusive=fail: an undecided gated metric fails
+    # benchmark -> (base, head) compact operator profiles of the diagnosis's profiled run (failed
+    # benchmarks only; absent when the pairs profiled already or the profiled run failed)
+    profiles: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # benchmark -> lever health counts that got worse (judge.health): fails like an output drift
+    health: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def regressions(self) -> list[PairedComparison]:
@@ -48,14 +53,14 @@ class ABResult:
 
     @property
     def failed(self) -> bool:
-        return bool(self.head_failures or self.drifts or self.regressions
+        return bool(self.head_failures or self.drifts or self.health or self.regressions
                     or (self.inconclusive_fails and not self.decided))
 
     @property
     def verdict(self) -> str:
         """``regression``, ``inconclusive`` or ``no regression``: the last only when every gated
         metric was decided (unchanged or improved) and nothing else failed."""
-        if self.head_failures or self.drifts or self.regressions:
+        if self.head_failures or self.drifts or self.health or self.regressions:
             return "regression"
         if not self.decided:
             return "inconclusive"
@@ -68,5 +73,5 @@ class ABResult:
             "pairs": self.pairs, "looks": self.looks, "stopped": self.stopped,
             "pair_seconds": [round(s, 3) for s in self.pair_seconds],
             "comparisons": [{"benchmark": c.benchmark, **c.to_json()} for c in self.comparisons],
-            "drifts": self.drifts, "notes": self.notes, "head_failures": self.head_failures,
+            "drifts": self.drifts, "health": self.health, "notes": self.notes, "head_failures": self.head_failures,
         }

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mmperf.ab import coordinator, paired, summary
-from pytest_mmperf.ab.options import SIDES, ABError, ABOptions, pytest_command
+from pytest_mmperf.ab.options import SIDES, ABError, ABOptions, profile_command, pytest_command
 from pytest_mmperf.ab.result import DECIDED, MAX_REPEATS, NO_HELP, REGRESSION, TIME_BUDGET, ABResult
 from pytest_mmperf.ab.worktrees import check_clean, check_plugin_source, git, resolve_ref, side_env, worktrees
-from pytest_mmperf.judge import drift
+from pytest_mmperf.judge import drift, health
 from pytest_mmperf.judge.compare import Category, Policy
 from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.results import atomic
@@ -45,6 +45,18 @@ def output_drifts(base: RunDocument, head: RunDocument) -> dict[str, list[str]]:
         changes = drift.compare_outputs(_output(base_by_id.get(rec.id)), _output(rec))
         if changes:
             out[rec.id] = [c.message for c in changes]
+    return out
+
+
+def health_changes(base: RunDocument, head: RunDocument) -> dict[str, list[str]]:
+    """Benchmarks whose lever health counts got worse from base to head (first pair: counts are exact)."""
+    base_by_id = base.by_id()
+    out: dict[str, list[str]] = {}
+    for rec in head.benchmarks:
+        b = base_by_id.get(rec.id)
+        worse = health.compare_health(b.metrics, rec.metrics) if b is not None else []
+        if worse:
+            out[rec.id] = [w.message for w in worse]
     return out
 
 
@@ -159,6 +171,10 @@ def measure(
                     break
                 undecided = sum(c.category is Category.INCONCLUSIVE for c in comparisons)
                 log(f"mmperf ab: {undecided} gated metric(s) undecided after {r} pair(s): one more pair")
+            worse = health_changes(runs["base"][0], runs["head"][0])
+            failed_ids = sorted({c.benchmark for c in comparisons if c.category is Category.REGRESSED}
+                                | set(output_drifts(runs["base"][0], runs["head"][0])) | set(worse))
+            profiles = profile_failed(options, trees, subdir, envs, failed_ids, runs, json_dir, log)
         try:
             pooled = {s: pool(runs[s], [f"{s} pair {i + 1}" for i in range(len(runs[s]))]) for s in SIDES}
         except MergeError as exc:
@@ -179,10 +195,45 @@ def measure(
     result = ABResult(shas["base"], shas["head"], pooled["base"], pooled["head"], comparisons,
                       output_drifts(runs["base"][0], runs["head"][0]), notes, head_failures,
                       pairs=len(runs["base"]), looks=looks, stopped=stopped, pair_seconds=pair_seconds,
-                      inconclusive_fails=inconclusive == "fail")
+                      inconclusive_fails=inconclusive == "fail", profiles=profiles, health=worse)
     if options.json_dir:
         atomic.write_text(options.json_dir.resolve() / "ab.json", json.dumps(result.to_json(), indent=1) + "\n")
     return result
+
+
+def profile_failed(options: ABOptions, trees: dict[str, Path], subdir: Path, envs: dict[str, dict[str, str]],
+                   ids: list[str], runs: dict[str, list[RunDocument]], json_dir: Path,
+                   log: Callable[[str], None]) -> dict[str, tuple[Any, Any]]:
+    """The operators of the diagnosis, both sides live in the same job: for each failed benchmark
+    whose pairs carry no profile (``--mmperf-profile`` not among the pytest arguments), one short
+    native run per side of only those benchmarks (a warm-up call, one round, one profiled call).
+    A profiled run that fails costs the diagnosis its operators, never the verdict: noted in the log."""
+    import subprocess
+
+    from pytest_mmperf.sharding import ONLY_IDS_ENV
+
+    heads = runs["head"][0].by_id()
+    wanted = [i for i in ids if i in heads and heads[i].profile is None]
+    if not wanted:
+        return {}
+    log(f"mmperf ab: profiling {len(wanted)} failed benchmark(s) on both sides for the diagnosis")
+    only = json_dir / "profiled-ids.txt"
+    only.write_text("".join(f"{i}\n" for i in wanted))
+    found: dict[str, dict[str, Any]] = {}
+    for s in SIDES:
+        path, log_path = json_dir / f"{s}-profile.json", json_dir / f"{s}-profile.log"
+        cmd = profile_command(options.python, path, options.pytest_args)
+        try:
+            with log_path.open("w") as out:
+                subprocess.run(cmd, cwd=trees[s] / subdir, env={**envs[s], ONLY_IDS_ENV: str(only)},
+                               stdout=out, stderr=subprocess.STDOUT, timeout=options.timeout_s)
+            doc = RunDocument.load(path)
+        except (OSError, subprocess.TimeoutExpired, DocumentError) as exc:
+            log(f"mmperf ab: the profiled run of {s} gave no profiles ({exc}); the diagnosis shows no operators")
+            return {}
+        found[s] = {b.id: b.profile for b in doc.benchmarks if b.profile is not None}
+    return {i: (found["base"].get(i), found["head"].get(i)) for i in wanted
+            if found["base"].get(i) is not None and found["head"].get(i) is not None}
 
 
 @contextlib.contextmanager

@@ -52,6 +52,8 @@ def terminal_lines(result: ABResult) -> list[str]:
             lines.append(f"{c.category.value} {c.benchmark} {c.describe()}")
     for bench, changes in result.drifts.items():
         lines.append(f"DRIFT {bench}: {'; '.join(changes)}")
+    for bench, changes in result.health.items():
+        lines.append(f"LEVER HEALTH {bench}: {'; '.join(changes)}")
     for failure in result.head_failures:
         lines.append(f"FAILED {failure}")
     lines += diagnosis_lines(result)
@@ -87,6 +89,8 @@ def markdown(result: ABResult, options: ABOptions) -> str:
         lines.append(f"> ❌ {escape(failure)}")
     for bench, changes in result.drifts.items():
         lines.append(f"> ❌ output drift in `{escape(bench)}`: {escape('; '.join(changes))}")
+    for bench, changes in result.health.items():
+        lines.append(f"> ❌ lever health in `{escape(bench)}`: {escape('; '.join(changes))}")
     for note in result.notes:
         lines.append(f"> {escape(note)}")
     lines += ["", "| benchmark | metric | base | head | change | interval | pairs' spread | p | verdict |",
@@ -106,19 +110,21 @@ def markdown(result: ABResult, options: ABOptions) -> str:
 
 def diagnosis_lines(result: ABResult) -> list[str]:
     """Why each regressed or drifted benchmark changed (pytest_mmperf.judge.diagnosis): lever
-    health and phases from the pooled pairs; operators when the workers profiled
-    (``--pytest-args "... --mmperf-profile"``: both sides live in the same job)."""
+    health and phases from the pooled pairs; operators from the profiled run of the failed
+    benchmarks on both sides (:func:`pytest_mmperf.ab.run.profile_failed`), or from the pairs
+    themselves under ``--pytest-args "... --mmperf-profile"``."""
     regressed: dict[str, list[str]] = {}
     for c in result.comparisons:
         if c.category is Category.REGRESSED:
             regressed.setdefault(c.benchmark, []).append(c.metric)
-    for bench in result.drifts:
+    for bench in [*result.drifts, *result.health]:
         regressed.setdefault(bench, [])
     base, head = result.base.by_id(), result.head.by_id()
     lines: list[str] = []
     for bench, metrics in regressed.items():
         if bench in base and bench in head:
-            found = diagnose(base[bench], head[bench], regressed=metrics)
+            b_prof, h_prof = result.profiles.get(bench, (None, None))
+            found = diagnose(base[bench], head[bench], regressed=metrics, base_profile=b_prof, head_profile=h_prof)
             if found.causes or found.phases:
                 lines += [f"{bench} {found.lines()[0]}", *found.lines()[1:]]
     return lines

@@ -95,11 +95,14 @@ class Measured:
 
 
 def pytest_command(options: Options, json_path: Path, *, profile: bool = False) -> list[str]:
-    """One measurement under the instruction clock; ``profile``: instead a short native run with
-    ``--mmperf-profile`` (one profiled call per benchmark), for the operators of the diagnosis."""
+    """One measurement under the instruction clock; ``profile``: instead mmperf ab's short native
+    run with ``--mmperf-profile`` (one profiled call per benchmark), for the operators of the diagnosis."""
+    from pytest_mmperf.ab.options import profile_command
+
+    if profile:
+        return profile_command(options.python, json_path, options.pytest_args)
     rounds = options.rounds or 2
-    clock = ["--mmperf-profile", "--mmperf-adaptive=0"] if profile else ["--mmperf-clock=instructions"]
-    return [options.python, "-m", "pytest", "--mmperf", *clock,
+    return [options.python, "-m", "pytest", "--mmperf", "--mmperf-clock=instructions",
             f"--mmperf-json={json_path}", "--mmperf-history=off", f"--mmperf-rounds={rounds}",
             f"--mmperf-max-rounds={rounds}", "--mmperf-diagnose=off", "-p", "no:cacheprovider",
             *options.pytest_args]
@@ -130,14 +133,15 @@ def _first_error(path: Path) -> str:
 
 
 def measure_commit(options: Options, top: Path, subdir: Path, sha: str, scratch: Path, label: str,
-                   profile: bool = False) -> Measured:
+                   profile: bool = False, only: Path | None = None) -> Measured:
     """Run the selected benchmarks at ``sha`` under the instruction clock, in a worktree
-    (``profile``: natively, with one profiled call each)."""
+    (``profile``: natively, with one profiled call each; ``only``: a file of the node ids to run)."""
     import subprocess
 
     from pytest_mmperf.ab.options import ABError
     from pytest_mmperf.ab.worktrees import check_plugin_source, side_env, worktrees
     from pytest_mmperf.results.records import DocumentError, RunDocument
+    from pytest_mmperf.sharding import ONLY_IDS_ENV
 
     out_dir = options.json_dir.resolve() if options.json_dir else scratch
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +151,8 @@ def measure_commit(options: Options, top: Path, subdir: Path, sha: str, scratch:
         with worktrees(top, {label: sha}, scratch / "trees") as trees:
             cwd = trees[label] / subdir
             env = side_env(trees[label], sha, label)
+            if only is not None:
+                env[ONLY_IDS_ENV] = str(only)
             check_plugin_source(options.python, trees[label] / subdir, env)  # its own plugin, not ours
             # does it build? collecting natively takes seconds, a measurement under valgrind minutes
             with log_path.open("w") as log:
@@ -180,7 +186,7 @@ def measure_commit(options: Options, top: Path, subdir: Path, sha: str, scratch:
 def judge(good: Any, head: Any, settings: Settings) -> tuple[bool, list[str], list[tuple[Any, Any, list[str]]]]:
     """Head's verdict against good, by the gate's rule: (regressed, one line per failure,
     (good record, head record, regressed metrics) per failed benchmark)."""
-    from pytest_mmperf.judge import compare, drift
+    from pytest_mmperf.judge import compare, drift, health
     from pytest_mmperf.judge.policy import policy_from_settings
 
     ids = {b.id for b in head.benchmarks}
@@ -195,7 +201,8 @@ def judge(good: Any, head: Any, settings: Settings) -> tuple[bool, list[str], li
         outputs = drift.compare_outputs(
             g.quality.get(drift.KEY) if isinstance(g.quality, dict) else None,
             h.quality.get(drift.KEY) if isinstance(h.quality, dict) else None)
-        why = [m.describe() for m in comp.regressions] + [f"output drift: {o.message}" for o in outputs]
+        why = ([m.describe() for m in comp.regressions] + [f"output drift: {o.message}" for o in outputs]
+               + [f"lever health: {w.message}" for w in health.compare_health(g.metrics, h.metrics)])
         if why:
             lines.append(f"{comp.benchmark}: " + "; ".join(why))
             failed.append((g, h, [m.metric for m in comp.regressions]))
@@ -289,7 +296,9 @@ def run_bisect(options: Options, out: Callable[[str], None] = print,
             # first bad commit and of its parent (counts say how much, a profile says where)
             parent = _git(top, "rev-parse", f"{first_bad}^")
             log(f"mmperf bisect: profiling {first_bad[:12]} and its parent {parent[:12]} for the diagnosis")
-            profiled = {k: measure_commit(options, top, subdir, c, scratch, f"profile-{k}", profile=True)
+            only = scratch / "profiled-ids.txt"  # the failed benchmarks only: none for the passing ones
+            only.write_text("".join(f"{h.id}\n" for _, h, _ in failures[first_bad][:3]))
+            profiled = {k: measure_commit(options, top, subdir, c, scratch, f"profile-{k}", profile=True, only=only)
                         for k, c in (("parent", parent), ("bad", first_bad))}
             ops = {k: (m.doc.by_id() if m.doc is not None else {}) for k, m in profiled.items()}
             for g, h, metrics in failures[first_bad][:3]:

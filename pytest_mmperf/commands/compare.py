@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from pytest_mmperf.judge import compare, drift
+from pytest_mmperf.judge import compare, drift, health
 from pytest_mmperf.judge.diagnosis import diagnose
 from pytest_mmperf.judge.gate import host_trust
 from pytest_mmperf.judge.policy import policy_from_settings
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             b.get(drift.KEY) if isinstance(b, dict) else None,
             q.get(drift.KEY) if isinstance(q, dict) else None,
         )
-        category = compare.Category.REGRESSED if outputs else comp.category
+        worse = health.compare_health(base_by_id[comp.benchmark].metrics, cur_by_id[comp.benchmark].metrics)
+        category = compare.Category.REGRESSED if outputs or worse else comp.category
         counts[category.value] += 1
         print(f"{short_id(comp.benchmark)}: {category.value}")
         for m in comp.metrics:
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {m.describe()}")
         for o in outputs:
             print(f"  output drift: {o.message}")
+        for w in worse:
+            print(f"  lever health: {w.message}")
         if category is compare.Category.REGRESSED:
             failed += 1
             # why: lever health, operators (when both documents carry a profile), phases

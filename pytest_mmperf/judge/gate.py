@@ -23,7 +23,9 @@ the looks). Timings and speedups are judged across sessions only against a basel
 (:attr:`Gate.sessions`, read by the session; :mod:`pytest_mmperf.judge.allowance`) or configured;
 elsewhere they are reported, not gated, and the verdict says why. Output fingerprints go through
 :func:`pytest_mmperf.judge.drift.compare_outputs`. It returns a :class:`Verdict`; it fails only for
-a regression, an output drift, or (``--mmperf-inconclusive=fail``) a gated metric left undecided.
+a regression, an output drift, a lever whose health count got worse
+(:func:`pytest_mmperf.judge.health.compare_health`: ``recompiles_count 0 -> 7``), or
+(``--mmperf-inconclusive=fail``) a gated metric left undecided.
 
 Adaptive rounds: when a gated metric is inconclusive because the rounds cannot decide (too few,
 a change beyond the threshold that is not yet significant, an interval reaching beyond the band) and a ``rerun``
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mmperf.judge import allowance, compare, drift
+from pytest_mmperf.judge import allowance, compare, drift, health
 from pytest_mmperf.judge.policy import policy_from_settings
 from pytest_mmperf.judge.verdict import Verdict
 from pytest_mmperf.measure import host
@@ -234,6 +236,7 @@ class Gate:
         if added:
             comp = compare.compare_benchmarks(base, pooled, policy)
         outputs = drift.compare_outputs(_output(base), _output(pooled))
+        worse = health.compare_health(base.metrics, pooled.metrics)
         reruns = list(added)
         confirm = s.confirm_reruns
         if comp.regressions and rerun is not None and confirm > 0:
@@ -243,7 +246,7 @@ class Gate:
                     reruns.append(f"rerun {i + 1}: not regressed")
                     break
                 reruns.append(f"rerun {i + 1}: still regressed")
-        return self._verdict(record.id, comp, outputs, reruns, policy), pooled
+        return self._verdict(record.id, comp, outputs, reruns, policy, worse), pooled
 
     def _adapt(
         self,
@@ -287,6 +290,7 @@ class Gate:
         outputs: list[drift.OutputChange],
         reruns: list[str],
         policy: compare.Policy,
+        worse: list[health.HealthChange] | None = None,
     ) -> Verdict:
         category = comp.category
         regressions = comp.regressions
@@ -296,6 +300,7 @@ class Gate:
         if regressions and not unconfirmed:
             failures += [f"{m.describe()}" for m in regressions]
         failures += [f"output drift: {c.message}" for c in outputs]
+        failures += [f"lever health: {c.message}" for c in worse or []]
         details: dict[str, Any] = {
             "category": (compare.Category.REGRESSED.value if failures
                          else compare.Category.INCONCLUSIVE.value if unconfirmed else category.value),
@@ -303,6 +308,7 @@ class Gate:
             "baseline_commit": baselines.entry_commit(self.baseline, bid) if self.baseline else None,
             "metrics": [m.to_json() for m in comp.metrics],
             "drift": [c.to_json() for c in outputs],
+            "health": [c.to_json() for c in worse or []],
             "notes": list(comp.notes),
             "reruns": reruns,
             "alpha": policy.alpha,
