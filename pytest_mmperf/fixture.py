@@ -415,6 +415,12 @@ class Mmperf:
             self._rounds[prefix + contention.CONTENDED] = [0]
         if not prefix:
             self.description.params["iterations_per_round"] = arm.iterations
+            if arm.function_calls:
+                # instruction clock: the functions a count is made of, for a regression's diagnosis
+                from pytest_mmperf.judge.diagnosis import FUNCTIONS_KEY, compact_functions
+
+                self.profile = {**(self.profile or {}),
+                                FUNCTIONS_KEY: compact_functions(arm.functions, arm.function_calls)}
 
     # -- extra metrics, assertions ---------------------------------------------------------------
     def record(

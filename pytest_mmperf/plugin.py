@@ -256,8 +256,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         bench = item.stash.get(BENCH_KEY, None)
         run = item.config.stash.get(SESSION_KEY, None)
         if bench is not None and run is not None and run.settings.save_baseline and \
-                bench.settings.diagnose == "auto" and bench.profile is None:
-            bench.profile_operators()  # the baseline keeps what a later diagnosis compares with
+                bench.settings.diagnose == "auto":
+            from pytest_mmperf.judge.diagnosis import operators_of
+
+            if operators_of(bench.profile) is None:  # (the instruction clock's functions may be there)
+                bench.profile_operators()  # the baseline keeps what a later diagnosis compares with
         record = bench.to_record() if bench is not None else None
         if record is not None and run is not None:
             record = run.observe(record)

@@ -161,6 +161,34 @@ def test_the_clock_counts_without_the_allocator(tmp_path: Path) -> None:
     clock = CallgrindClock(Writer(prefix), str(prefix))
     a, b = clock.mark(), clock.mark()
     assert clock.interval(a, b).instructions == 1175 - 135
+    # and per function, named with its object file, the allocator left out: the diagnosis's input
+    assert clock.functions(a, b) == {"at::add (libtorch_cpu.so)": 1000 + 40}  # 120: the call line, inclusive
+
+
+def test_a_regressed_count_names_the_functions_it_grew_in() -> None:
+    from pytest_mmperf.judge.diagnosis import FUNCTIONS_KEY, compact_functions, diagnose, function_changes
+    from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord
+
+    base_fns = {"PyEval (libpython)": 6000.0, "sgemm (libmkl)": 3000.0, "tiny (x)": 1.0}
+    head_fns = {"PyEval (libpython)": 6100.0, "sgemm (libmkl)": 3000.0, "mul_kernel (libtorch)": 900.0}
+    base, head = compact_functions(base_fns, calls=2), compact_functions(head_fns, calls=2)
+    assert base["total"] == 4500.5 and "tiny (x)" not in base["self"] and base["other"] == 0.5  # below 0.1%
+    changes = function_changes({FUNCTIONS_KEY: base}, {FUNCTIONS_KEY: head})
+    assert [c.name for c in changes] == ["mul_kernel (libtorch)", "PyEval (libpython)"]  # sgemm did not move
+    assert changes[0].text() == "mul_kernel (libtorch) +450 (new)"
+
+    def record(fns, count):
+        return BenchmarkRecord("t.py::b", "llm", "t2t", (), "tiny", "cpu", 1,
+                               {"latency_instructions": MetricRecord.from_samples("latency_instructions", [count] * 2)},
+                               profile={FUNCTIONS_KEY: fns})
+
+    found = diagnose(record(base, 4500.5), record(head, 5000.0), regressed=["latency_instructions"])
+    text = "\n".join(found.lines())
+    assert ("functions (self instructions a call): mul_kernel (libtorch) +450 (new); "
+            "PyEval (libpython) +50 (+1.7%)") in text
+    assert "no operator profile" not in text
+    assert found.to_json()["functions"][0] == {"function": "mul_kernel (libtorch)", "base_per_call": 0.0,
+                                               "head_per_call": 450.0}
 
 
 def test_reexec_with_xdist_traces_the_workers_only(tmp_path: Path) -> None:
@@ -316,6 +344,8 @@ def test_one_command_counts_repeat_and_a_planted_layer_is_caught(tmp_path: Path)
     assert planted.returncode == 1, planted.stdout[-2000:]
     # the first regressed count named: the call's or, judged per round, the planted step's
     assert "_instructions" in planted.stdout and "regressed" in planted.stdout
+    # the diagnosis names the functions the count grew in (the extra Linear's GEMM among them)
+    assert "functions (self instructions a call): " in planted.stdout, planted.stdout[-3000:]
 
 
 def test_summary_shows_counts_in_millions() -> None:

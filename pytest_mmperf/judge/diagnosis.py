@@ -44,6 +44,13 @@ MIN_TIME_SHARE = 0.02  # an operator's time change below 2% of the profiled call
 MIN_TIME_CHANGE = 0.10  # ... and so is one below 10% of that operator's own time
 MIN_BYTES_SHARE = 0.01  # of the call's allocated bytes, for the memory ranking
 
+# Under the instruction clock: self instructions per function per call (record.profile[...]),
+# every function with at least FUNCTION_SHARE of the call's count, the rest summed as "other"
+FUNCTIONS_KEY = "functions"
+FUNCTION_SHARE = 0.001
+MIN_FUNCTION_SHARE = 0.05  # a function's change is named when it is 5% of the call's change or more
+FUNCTIONS_SHOWN = 3
+
 # Lever health: metrics that say whether a lever does its job. A changed value is a cause.
 HEALTH_EXACT = frozenset({
     "recompiles_count", "graph_breaks_count", "compiled_steps_count", "quantized_layers_count",
@@ -110,10 +117,11 @@ class Diagnosis:
     latency: tuple[str, float, float] | None  # (metric, base, head) per call
     notes: tuple[str, ...] = ()
     memory: bool = False  # a byte count regressed: operators ranked by bytes, no time split shown
+    functions: tuple[FunctionChange, ...] = ()  # instruction clock: where the count changed
 
     @property
     def empty(self) -> bool:
-        return not self.causes and not self.phases
+        return not self.causes and not self.phases and not self.functions
 
     def lines(self, limit: int = 4) -> list[str]:
         """A few lines for a failure message: the biggest causes, then where the time went."""
@@ -124,6 +132,9 @@ class Diagnosis:
             metric, base, head = self.latency
             where = "; ".join(p.text() for p in self.phases[:3])
             out.append(f"  where: {metric} {_fmt(base)} -> {_fmt(head)} a call; {where}")
+        if self.functions:
+            shown = "; ".join(f.text() for f in self.functions[:FUNCTIONS_SHOWN])
+            out.append(f"  functions (self instructions a call): {shown}")
         out += [f"  ({n})" for n in self.notes]
         return ["diagnosis (biggest cause first):", *out] if out else []
 
@@ -135,6 +146,8 @@ class Diagnosis:
                         "share": _round(p.share) if p.share is not None else None} for p in self.phases],
             "latency": list(self.latency) if self.latency else None,
             "notes": list(self.notes),
+            "functions": [{"function": f.name, "base_per_call": _round(f.base), "head_per_call": _round(f.head)}
+                          for f in self.functions],
         }
 
 
@@ -344,6 +357,60 @@ def _rest_calls(meta: Mapping[str, Any]) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in rest.items() if isinstance(v, (int, float))}
 
 
+# -- functions (instruction clock) --------------------------------------------------------------------
+def compact_functions(functions: Mapping[str, float], calls: int) -> dict[str, Any]:
+    """Self instructions per function per call, the functions with at least
+    :data:`FUNCTION_SHARE` of the total each (largest first), the rest as ``other``."""
+    total = sum(functions.values())
+    per_call = {k: v / max(calls, 1) for k, v in functions.items()}
+    floor = FUNCTION_SHARE * total / max(calls, 1)
+    kept = {k: round(v, 1) for k, v in sorted(per_call.items(), key=lambda kv: -kv[1]) if v >= floor}
+    other = sum(per_call.values()) - sum(kept.values())
+    return {"version": 1, "unit": "instructions per call", "total": round(total / max(calls, 1), 1),
+            "other": round(other, 1), "self": kept}
+
+
+@dataclass(frozen=True)
+class FunctionChange:
+    name: str
+    base: float
+    head: float
+
+    @property
+    def delta(self) -> float:
+        return self.head - self.base
+
+    def text(self) -> str:
+        rel = f" ({self.delta / self.base:+.1%})" if self.base else " (new)"
+        return f"{self.name} {_signed_count(self.delta)}{rel}"
+
+
+def function_changes(base: Mapping[str, Any] | None, head: Mapping[str, Any] | None) -> list[FunctionChange]:
+    """The functions whose self instructions a call changed most, in the direction of the call's
+    change, each at least :data:`MIN_FUNCTION_SHARE` of it (a function kept on one side only
+    counts as 0 on the other: it was below :data:`FUNCTION_SHARE` there)."""
+    b, h = (p.get(FUNCTIONS_KEY) if isinstance(p, Mapping) else None for p in (base, head))
+    if not isinstance(b, Mapping) or not isinstance(h, Mapping):
+        return []
+    bs, hs = b.get("self") or {}, h.get("self") or {}
+    change = float(h.get("total", 0)) - float(b.get("total", 0))
+    if not change:
+        return []
+    out = [FunctionChange(n, float(bs.get(n, 0.0)), float(hs.get(n, 0.0))) for n in set(bs) | set(hs)]
+    out = [c for c in out if c.delta * change > 0 and abs(c.delta) >= MIN_FUNCTION_SHARE * abs(change)]
+    out.sort(key=lambda c: -abs(c.delta))
+    return out
+
+
+def _signed_count(delta: float) -> str:
+    sign = "+" if delta >= 0 else "-"
+    a = abs(delta)
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if a >= size:
+            return f"{sign}{a / size:.3g}{unit}"
+    return f"{sign}{a:.0f}"
+
+
 # -- lever health ------------------------------------------------------------------------------------
 def _worse(name: str, b: float, h: float, rec: MetricRecord) -> bool | None:
     if name in WORSE_WHEN_HIGHER:
@@ -415,7 +482,11 @@ def diagnose(
         assert b_prof is not None and h_prof is not None
         causes += operator_causes(b_prof, h_prof, memory=_memory_regressed(regressed))
     causes.sort(key=lambda c: -c.score)
-    return Diagnosis(head.id, tuple(causes), tuple(phases), latency, tuple(notes), _memory_regressed(regressed))
+    functions = tuple(function_changes(b_prof, h_prof))
+    if functions:  # under the instruction clock a missing operator profile is not the whole story
+        notes = [n for n in notes if not n.startswith("no operator profile")]
+    return Diagnosis(head.id, tuple(causes), tuple(phases), latency, tuple(notes), _memory_regressed(regressed),
+                     functions)
 
 
 # -- on a failed verdict ------------------------------------------------------------------------------

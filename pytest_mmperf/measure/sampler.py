@@ -87,6 +87,9 @@ class ArmSamples:
     iterations: int = 1
     contended_rounds: int = 0
     measured_rounds: int = 0
+    # instruction clock: self instructions per function, summed over the measured calls
+    functions: dict[str, float] = field(default_factory=dict)
+    function_calls: int = 0
 
     def add(self, name: str, value: float, round_index: int) -> None:
         self.samples[name].append(value)
@@ -339,6 +342,11 @@ class Sampler:
         if whole.instructions is not None:
             # instruction clock: counts replace times (wall time under valgrind means nothing)
             acc.add("latency_instructions", whole.instructions / iterations, n)
+            per_function = getattr(self.clock, "functions", None)
+            if per_function is not None:
+                for name, cost in per_function(start, end).items():
+                    acc.functions[name] = acc.functions.get(name, 0.0) + cost
+                acc.function_calls += iterations
         else:
             acc.add("latency_ms", (t1 - t0) / 1e6 / iterations, n)
         if whole.device_ms is not None:

@@ -423,9 +423,20 @@ def read_counts(path: Path) -> tuple[float, float]:
     ``calls=`` line is the callee's inclusive cost, already counted in the callee's own lines);
     the sum equals the dump's ``summary:``/``totals:`` line.
     """
+    total, allocator, _ = read_dump(path)
+    return total, allocator
+
+
+def read_dump(path: Path) -> tuple[float, float, dict[str, float]]:
+    """One callgrind dump: (instructions, of which in glibc's allocator, self instructions per
+    function outside the allocator, keyed ``name (object file)``)."""
     files: dict[str, str] = {}
     functions: dict[str, str] = {}
+    objects: dict[str, str] = {}
+    per_function: dict[str, float] = {}
     file: str | None = None
+    obj = ""
+    key = ""
     total = allocator = 0
     inside = after_call = False
     seen_cost = False
@@ -442,19 +453,27 @@ def read_counts(path: Path) -> tuple[float, float]:
                 seen_cost = True
                 if inside:
                     allocator += cost
+                elif cost:
+                    per_function[key] = per_function.get(key, 0) + cost
             elif line.startswith("fl="):
                 file = _name(files, line[3:])
+            elif line.startswith("ob="):
+                obj = os.path.basename(_name(objects, line[3:]))
+            elif line.startswith("cob="):
+                _name(objects, line[4:])
             elif line.startswith(("fi=", "fe=", "cfi=", "cfl=")):
                 _name(files, line.split("=", 1)[1])
             elif line.startswith("fn="):
-                inside = is_allocator(file, _name(functions, line[3:]))
+                name = _name(functions, line[3:])
+                inside = is_allocator(file, name)
+                key = f"{name} ({obj})" if obj else name
             elif line.startswith("cfn="):
                 _name(functions, line[4:])
             elif line.startswith("calls="):
                 after_call = True
     if not seen_cost:  # an empty segment: its totals line says 0 (or the dump is broken)
-        return read_totals(path), 0.0
-    return float(total), float(allocator)
+        return read_totals(path), 0.0, {}
+    return float(total), float(allocator), per_function
 
 
 def read_totals(path: Path) -> float:
@@ -486,6 +505,7 @@ class CallgrindClock:
         self._part = 0  # dumps so far in this process
         self._on = False
         self._totals: dict[int, float] = {}
+        self._functions: dict[int, dict[str, float]] = {}  # per part: self instructions per function
         self._clean_upto = 0  # parts up to here are deleted and forgotten
         self._keep = bool(os.environ.get(KEEP_ENV))
 
@@ -533,8 +553,9 @@ class CallgrindClock:
             path = Path(f"{self._prefix}.{part}")
             if not path.exists():
                 raise InstructionClockError(f"{path}: callgrind wrote no dump for this mark")
-            total, allocator = read_counts(path)
+            total, allocator, functions = read_dump(path)
             self._totals[part] = total - allocator
+            self._functions[part] = functions
             if not self._keep:
                 path.unlink()  # a dump is ~100 kB; thousands of decode steps would fill a disk
         return self._totals[part]
@@ -543,9 +564,20 @@ class CallgrindClock:
         count = sum(self._segment(p) for p in range(start + 1, end + 1))
         return Interval(host_ms=0.0, device_ms=None, instructions=count)
 
+    def functions(self, start: int, end: int) -> dict[str, float]:
+        """Self instructions per function between two marks (allocator left out), for the
+        diagnosis: which functions a regressed count grew in."""
+        out: dict[str, float] = {}
+        for p in range(start + 1, end + 1):
+            self._segment(p)
+            for name, cost in self._functions.get(p, {}).items():
+                out[name] = out.get(name, 0.0) + cost
+        return out
+
     def _forget_upto(self, part: int) -> None:
         for p in range(self._clean_upto + 1, part + 1):
             self._totals.pop(p, None)
+            self._functions.pop(p, None)
             if not self._keep:
                 Path(f"{self._prefix}.{p}").unlink(missing_ok=True)
         self._clean_upto = max(self._clean_upto, part)
