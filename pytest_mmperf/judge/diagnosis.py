@@ -403,12 +403,7 @@ def function_changes(base: Mapping[str, Any] | None, head: Mapping[str, Any] | N
 
 
 def _signed_count(delta: float) -> str:
-    sign = "+" if delta >= 0 else "-"
-    a = abs(delta)
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if a >= size:
-            return f"{sign}{a / size:.3g}{unit}"
-    return f"{sign}{a:.0f}"
+    return _signed_scaled(delta, ("G", "M", "k"), "", "")
 
 
 # -- lever health ------------------------------------------------------------------------------------
@@ -535,12 +530,17 @@ def _fmt(x: float) -> str:
 
 
 def _signed_bytes(delta: float) -> str:
+    return _signed_scaled(delta, ("GB", "MB", "kB"), " ", " B")
+
+
+def _signed_scaled(delta: float, units: tuple[str, str, str], sep: str, plain: str) -> str:
+    """``+1.23 MB`` / ``+1.23M``: the delta in the largest of 1e9, 1e6, 1e3 it reaches."""
     sign = "+" if delta >= 0 else "-"
     a = abs(delta)
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, size in zip(units, (1e9, 1e6, 1e3)):
         if a >= size:
-            return f"{sign}{a / size:.3g} {unit}"
-    return f"{sign}{a:.0f} B"
+            return f"{sign}{a / size:.3g}{sep}{unit}"
+    return f"{sign}{a:.0f}{plain}"
 
 
 def _round(x: float | None) -> float | None:
