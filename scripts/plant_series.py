@@ -38,8 +38,9 @@ NOTES = "PLANTED_SERIES.md"
 PLANTS: dict[str, tuple[str, str, str, str]] = {
     "mlp": (
         LLM,
-        "        self.stack = stack_of(self.model)\n",
+        "        self.stack = stack_of(self.model)\n        self.facts = facts_of(self.model, config, dtype)\n",
         "        self.stack = stack_of(self.model)\n"
+        "        self.facts = facts_of(self.model, config, dtype)\n"
         "        for layer in self.model.model.layers:  # planted: extra elementwise work in every MLP\n"
         "            mlp_forward = layer.mlp.forward\n"
         "            layer.mlp.forward = lambda x, _f=mlp_forward: _f(x) * 1.0 + 0.0\n",
@@ -47,10 +48,12 @@ PLANTS: dict[str, tuple[str, str, str, str]] = {
     ),
     "math-sdpa": (
         LLM,
-        "    @torch.inference_mode()\n    def run(self, phases: PhaseRecorder) -> Output:\n",
+        "    @torch.inference_mode()\n    def run(self, phases: PhaseRecorder) -> Output:\n"
+        '        """Every prompt in turn;',
         "    @torch.inference_mode()\n"
         "    @torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH])  # planted: math backend\n"
-        "    def run(self, phases: PhaseRecorder) -> Output:\n",
+        "    def run(self, phases: PhaseRecorder) -> Output:\n"
+        '        """Every prompt in turn;',
         "llm: pin SDPA's backend (planted: attention on the math backend)",
     ),
     "recompile": (

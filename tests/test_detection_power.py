@@ -41,3 +41,15 @@ def test_plants_apply_and_compile(tmp_path: Path) -> None:
         source = (clone / "suites/mmperf_suites/workloads" / planted_file).read_text()
         compile(source, planted_file, "exec")
         assert "planted" in source
+
+
+def test_every_plant_series_anchor_is_in_the_suites_exactly_once() -> None:
+    """scripts/plant_series.py stops at an anchor that is missing or ambiguous; a second runner
+    with the same line (the trained-model runner) once made the default ``mlp`` plant unusable."""
+    spec = importlib.util.spec_from_file_location("plant_series", ROOT / "scripts/plant_series.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, (path, anchor, _replacement, _subject) in module.PLANTS.items():
+        text = (ROOT / path).read_text()
+        assert text.count(anchor) == 1, (name, path, text.count(anchor))
