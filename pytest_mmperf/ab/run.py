@@ -171,9 +171,10 @@ def measure(
                     break
                 undecided = sum(c.category is Category.INCONCLUSIVE for c in comparisons)
                 log(f"mmperf ab: {undecided} gated metric(s) undecided after {r} pair(s): one more pair")
+            drifts = output_drifts(runs["base"][0], runs["head"][0])
             worse = health_changes(runs["base"][0], runs["head"][0])
             failed_ids = sorted({c.benchmark for c in comparisons if c.category is Category.REGRESSED}
-                                | set(output_drifts(runs["base"][0], runs["head"][0])) | set(worse))
+                                | set(drifts) | set(worse))
             profiles = profile_failed(options, trees, subdir, envs, failed_ids, runs, json_dir, log)
         try:
             pooled = {s: pool(runs[s], [f"{s} pair {i + 1}" for i in range(len(runs[s]))]) for s in SIDES}
@@ -193,7 +194,7 @@ def measure(
             notes.append(f"{len(ids)} benchmark(s) only in {label}, not compared: {', '.join(sorted(ids))}")
     inconclusive = getattr(options.settings, "inconclusive", "pass") if options.settings else "pass"
     result = ABResult(shas["base"], shas["head"], pooled["base"], pooled["head"], comparisons,
-                      output_drifts(runs["base"][0], runs["head"][0]), notes, head_failures,
+                      drifts, notes, head_failures,
                       pairs=len(runs["base"]), looks=looks, stopped=stopped, pair_seconds=pair_seconds,
                       inconclusive_fails=inconclusive == "fail", profiles=profiles, health=worse)
     if options.json_dir:
@@ -210,10 +211,12 @@ def profile_failed(options: ABOptions, trees: dict[str, Path], subdir: Path, env
     A profiled run that fails costs the diagnosis its operators, never the verdict: noted in the log."""
     import subprocess
 
+    from pytest_mmperf.judge.diagnosis import operators_of
     from pytest_mmperf.sharding import ONLY_IDS_ENV
 
     heads = runs["head"][0].by_id()
-    wanted = [i for i in ids if i in heads and heads[i].profile is None]
+    # no operators yet (an instruction-clock record carries only its functions)
+    wanted = [i for i in ids if i in heads and operators_of(heads[i]) is None]
     if not wanted:
         return {}
     log(f"mmperf ab: profiling {len(wanted)} failed benchmark(s) on both sides for the diagnosis")
