@@ -39,7 +39,7 @@ from pytest_mmperf.measure.sampler import (
 from pytest_mmperf.results import stats
 from pytest_mmperf.results.metrics import EAGER_PREFIX, Direction
 from pytest_mmperf.results.records import BenchmarkRecord, MetricRecord, Speedup
-from pytest_mmperf.settings import Settings
+from pytest_mmperf.settings import INSTRUCTION_SETTLE, Settings
 
 if TYPE_CHECKING:
     from pytest_mmperf.session import RunSession
@@ -188,6 +188,7 @@ class Mmperf:
                 max_rounds=self.settings.max_rounds,
                 max_time_s=self.settings.max_time,
                 calibrate=not instructions,  # a count has no timer overhead to amortize
+                settle_instructions=INSTRUCTION_SETTLE if instructions else 0.0,
             )
         observers = [self._observers.get(p) for p in prefixes]
 
@@ -415,6 +416,8 @@ class Mmperf:
             self._rounds[prefix + contention.CONTENDED] = [0]
         if not prefix:
             self.description.params["iterations_per_round"] = arm.iterations
+            if arm.settle_calls:
+                self.description.params["settle_calls"] = arm.settle_calls
             if arm.function_calls:
                 # instruction clock: the functions a count is made of, for a regression's diagnosis
                 from pytest_mmperf.judge.diagnosis import FUNCTIONS_KEY, compact_functions

@@ -25,6 +25,11 @@ INSTRUCTION_ROUNDS = 2
 # three of the batch-4 LLM with SDPA within 0.011%, the first 0.0003% from the third), so a
 # discarded round, a third of the valgrind time, bought nothing. The noise check still flags a
 # first round that differs (inconclusive, never a verdict).
+# Under the instruction clock a call costing less than this is settled before it is counted:
+# its first counted round is a probe, dropped, and up to 64 calls (this many instructions' worth)
+# run uncounted first, so CPython's bytecode specialization has settled (measure/sampler.py
+# RoundPlan.settle_instructions). 2G instructions: at most ~10-20 s of uninstrumented valgrind.
+INSTRUCTION_SETTLE = 2e9
 SCALES = ("tiny", "small", "paper", "paper-34b")
 DEFAULT_HISTORY = "sqlite:///.mmperf/history.db"
 

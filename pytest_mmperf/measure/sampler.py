@@ -74,6 +74,20 @@ class RoundPlan:
     # ~2 ms matmul chain, one call a round, read +0.1..+5.1%). 5 ms rounds amortize that refill
     # over two or more calls of anything shorter than 2.5 ms; a call of 5 ms or more runs once.
     min_round_ms: float = 5.0
+    # Instruction clock: settle the interpreter before counting. CPython specializes a code
+    # object's bytecode only after it ran a few times (3.11: quickened after 8 calls, each
+    # adaptive instruction tried after 31 more executions, failures retried at doubling
+    # intervals), so code that runs once per call keeps changing its count for dozens of calls.
+    # Measured on the recommender's eager forward (9.3M instructions a call, one warm-up call):
+    # four rounds read 9.319M, 9.307M, 9.258M, 9.223M, its 177K-instruction input phase
+    # 175.3K..180.6K (3%), the drop inside CPython's lookup and specialization functions. So the
+    # first counted round is a probe: where one call costs less than ``settle_instructions``, the
+    # probe is dropped and up to ``settle_calls`` calls (the budget's worth) run uncounted before
+    # the counted rounds. Bigger calls repeat their code within the call (decode steps, layers)
+    # and keep the probe as their first round, at no extra cost. Both depend on the count only,
+    # so every machine settles the same way. 0 turns it off.
+    settle_instructions: float = 0.0
+    settle_calls: int = 64
 
 
 @dataclass
@@ -91,9 +105,23 @@ class ArmSamples:
     functions: dict[str, float] = field(default_factory=dict)
     function_calls: int = 0
 
+    settle_calls: int = 0  # instruction clock: uncounted calls after the probe round (RoundPlan)
+
     def add(self, name: str, value: float, round_index: int) -> None:
         self.samples[name].append(value)
         self.rounds[name].append(round_index)
+
+    def absorb(self, other: ArmSamples) -> None:
+        """Take ``other``'s measured rounds as this arm's own (a kept probe round)."""
+        for name, values in other.samples.items():
+            self.samples[name].extend(values)
+            self.rounds[name].extend(other.rounds[name])
+        for name, cost in other.functions.items():
+            self.functions[name] = self.functions.get(name, 0.0) + cost
+        self.function_calls += other.function_calls
+        self.measured_rounds += other.measured_rounds
+        self.contended_rounds += other.contended_rounds
+        self.result = other.result
 
 
 class _PhaseScope:
@@ -216,7 +244,7 @@ class Sampler:
                 acc.iterations = self._calibrate(arm, acc)
         turn = lockstep.from_environment()  # a no-op unless ``mmperf ab`` runs this process in lockstep
         started = self.clock.now_ns()
-        n = 0
+        n = self._settle(arms, out, turn) if self.plan.settle_instructions > 0 else 0
         while n < self.plan.rounds or (
             n < self.plan.max_rounds
             and (self.clock.now_ns() - started) / 1e9 < self.plan.max_time_s
@@ -254,6 +282,41 @@ class Sampler:
                 acc.add("first_call_ms", (t1 - t0) / 1e6, 0)
             if self.after_round is not None:
                 self.after_round()
+
+    def _settle(self, arms: Sequence[Callable[[], Any]], out: list[ArmSamples], turn: lockstep.Turn) -> int:
+        """The instruction clock's probe round (``RoundPlan.settle_instructions``): returns the
+        next round's index, 1 when every arm kept its probe as round 0, else 0."""
+        probes = [ArmSamples(iterations=acc.iterations) for acc in out]
+        turn.wait_turn()
+        for arm, probe in zip(arms, probes):
+            probe.result = self._round(arm, probe, 0)
+        extra = []
+        for probe in probes:
+            count = (probe.samples.get("latency_instructions") or [0.0])[0]
+            calls = int(self.plan.settle_instructions // count) if count > 0 else 0
+            extra.append(min(self.plan.settle_calls, calls) - 1)
+        if all(k <= 0 for k in extra):
+            for acc, probe in zip(out, probes):
+                acc.absorb(probe)
+            return 1
+        for arm, acc, probe, k in zip(arms, out, probes, extra):
+            probe.result = None
+            acc.settle_calls = max(k, 0)
+            self._uncounted_calls(arm, acc, acc.settle_calls)
+        return 0
+
+    def _uncounted_calls(self, arm: Callable[[], Any], acc: ArmSamples, calls: int) -> None:
+        for _ in range(calls):
+            if self.before_round is not None:
+                self.before_round()
+            self.clock.synchronize()
+            self.clock.rewind()
+            acc.result = None
+            acc.result = arm()
+            self.clock.synchronize()
+            if self.after_round is not None:
+                self.after_round()
+        acc.result = None
 
     def _phase_cost(self, acc: ArmSamples) -> None:
         """The harness's own cost of one phase entry (scope, two marks, the log), as measured
