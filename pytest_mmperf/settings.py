@@ -28,7 +28,8 @@ INSTRUCTION_ROUNDS = 2
 # Under the instruction clock a call costing less than this is settled before it is counted:
 # its first counted round is a probe, dropped, and up to 64 calls (this many instructions' worth)
 # run uncounted first, so CPython's bytecode specialization has settled (measure/sampler.py
-# RoundPlan.settle_instructions). 2G instructions: at most ~10-20 s of uninstrumented valgrind.
+# RoundPlan.settle_instructions). 2G instructions: at most ~10-20 s of uninstrumented valgrind;
+# calls over 250M instructions (8 in the budget) keep their first counted round.
 INSTRUCTION_SETTLE = 2e9
 SCALES = ("tiny", "small", "paper", "paper-34b")
 DEFAULT_HISTORY = "sqlite:///.mmperf/history.db"

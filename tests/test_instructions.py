@@ -125,7 +125,8 @@ def test_an_expensive_call_keeps_its_probe_as_the_first_round(tmp_path: Path) ->
         calls[0] += 1
         fake.execute(80_000)
 
-    plan = RoundPlan(warmup=1, rounds=2, max_rounds=2, calibrate=False, settle_instructions=50_000)
+    # 80K a call: the 500K budget holds 6, under settle_min_calls (8): the probe is round 0
+    plan = RoundPlan(warmup=1, rounds=2, max_rounds=2, calibrate=False, settle_instructions=500_000)
     (arm,) = Sampler(clock, [], plan, PhaseLog(clock)).run([work])
     assert arm.settle_calls == 0
     assert calls[0] == 1 + 2  # no call beyond the warm-up and the two rounds

@@ -83,11 +83,13 @@ class RoundPlan:
     # 175.3K..180.6K (3%), the drop inside CPython's lookup and specialization functions. So the
     # first counted round is a probe: where one call costs less than ``settle_instructions``, the
     # probe is dropped and up to ``settle_calls`` calls (the budget's worth) run uncounted before
-    # the counted rounds. Bigger calls repeat their code within the call (decode steps, layers)
-    # and keep the probe as their first round, at no extra cost. Both depend on the count only,
+    # the counted rounds. Calls of which the budget holds fewer than ``settle_min_calls`` repeat
+    # their code within the call (decode steps, layers) and keep the probe as their first round,
+    # at no extra cost (the tiny LLM's 870M-instruction call: rounds within 0.005%). Both depend on the count only,
     # so every machine settles the same way. 0 turns it off.
     settle_instructions: float = 0.0
     settle_calls: int = 64
+    settle_min_calls: int = 8  # a call worth fewer (over 250M instructions) keeps its probe round
 
 
 @dataclass
@@ -293,8 +295,9 @@ class Sampler:
         extra = []
         for probe in probes:
             count = (probe.samples.get("latency_instructions") or [0.0])[0]
-            calls = int(self.plan.settle_instructions // count) if count > 0 else 0
-            extra.append(min(self.plan.settle_calls, calls) - 1)
+            calls = min(self.plan.settle_calls, int(self.plan.settle_instructions // count)) if count > 0 else 0
+            # fewer than settle_min_calls: the call is big enough to repeat its code inside it
+            extra.append(calls - 1 if calls >= self.plan.settle_min_calls else 0)
         if all(k <= 0 for k in extra):
             for acc, probe in zip(out, probes):
                 acc.absorb(probe)
