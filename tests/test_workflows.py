@@ -169,3 +169,26 @@ def test_the_cpu_gate_subset_has_a_committed_instruction_baseline():
         found[path.name] = sorted(b["id"] for b in doc["benchmarks"])
     assert found, "no instruction baseline committed in baselines/"
     assert any(ids == sorted(subset) for ids in found.values()), found
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"{path.name}: {line!r} is not an exact pin"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_the_cpu_gate_pins_the_versions_its_baseline_counted():
+    """scripts/cpu_gate brings the venv to constraints/cpu-gate.txt; the committed instruction
+    baseline must have been counted with exactly those torch and transformers versions (a new
+    release resolved by a fresh clone moved the tiny LLM's count +1.5%)."""
+    pins = _pins(ROOT / "constraints" / "cpu-gate.txt")
+    assert "constraints/cpu-gate.txt" in (ROOT / "scripts" / "cpu_gate").read_text()
+    for path in sorted((ROOT / "baselines").glob("cpu-*t-instr-*.json")):
+        env = json.loads(path.read_text())["environment"]
+        assert env["torch_version"].split("+")[0] == pins["torch"], path.name
+        assert env["transformers_version"] == pins["transformers"], path.name
