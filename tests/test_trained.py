@@ -142,6 +142,55 @@ def test_a_converted_gguf_is_loaded_from_its_hash_folder_without_converting(tiny
     assert model.config.num_hidden_layers == 4 and tokenizer.eos_token_id == 2
 
 
+def test_a_process_waits_for_a_conversion_in_progress_and_loads_its_result(tiny_folder: Path, tmp_path: Path) -> None:
+    """Two xdist workers needing one GGUF convert it once: while another process holds the
+    conversion lock, convert_gguf waits, then returns the folder that process finished (the
+    stand-in file is no valid GGUF, so converting it again would raise)."""
+    import subprocess
+    import sys
+    import textwrap
+    import threading
+
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF stand-in")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    target = pretrained.cached_folder(fake, cache)
+    lock = cache / f".{target.name}.lock"
+    script = textwrap.dedent(f"""
+        import fcntl, shutil, sys
+        from pathlib import Path
+        with open({str(lock)!r}, "a") as h:
+            fcntl.flock(h, fcntl.LOCK_EX)
+            print("locked", flush=True)
+            sys.stdin.readline()  # the test says when the "conversion" ends
+            shutil.copytree({str(tiny_folder)!r}, {str(target)!r})
+            Path({str(target)!r}, {pretrained.COMPLETE!r}).write_text("done")
+    """)
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(pretrained.convert_gguf(fake, cache))
+        except Exception as exc:  # a second conversion of the stand-in: the lock did not hold
+            outcome.append(exc)
+
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as holder:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "locked"
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and not outcome  # waiting on the lock, not converting
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        thread.join(60)
+    assert holder.returncode == 0
+    assert outcome == [target]
+    assert (target / pretrained.COMPLETE).read_text() == "done"
+
+
 # -- the runner on a checkpoint this test wrote ---------------------------------------------
 
 def test_trained_runner_answers_prompts_and_stops(tiny_folder: Path, prompts_file: Path, tmp_path: Path) -> None:

@@ -7,14 +7,19 @@ a 2-core VM. That happens once per file: the result is written with ``save_pretr
 every later build loads that folder (well under a second: safetensors are memory-mapped). The
 folder is written under a temporary name and renamed when complete, so an interrupted
 conversion is never read; a changed file has another hash, so a stale cache is never used.
+Processes that need the same file at once (pytest-xdist workers) convert it once: the others
+wait on a lock file beside the folder and then load what the first one wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -49,9 +54,27 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     target = cached_folder(gguf, cache_dir)
     if (target / COMPLETE).is_file():
         return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(cache_dir / f".{target.name}.lock"):
+        if (target / COMPLETE).is_file():  # converted by another process while this one waited
+            return target
+        _convert(gguf, target, cache_dir)
+    return target
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, even on a crash
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _convert(gguf: Path, target: Path, cache_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # the de-quantized model is an ordinary float32 model; transformers refuses to save a model
@@ -71,7 +94,6 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def folder_of(options: PretrainedOptions) -> Path:
