@@ -231,6 +231,24 @@ def test_a_regressed_count_names_the_functions_it_grew_in() -> None:
                                                "head_per_call": 450.0}
 
 
+def test_kernels_compiled_under_hashed_names_are_pooled_so_a_recompile_is_no_change() -> None:
+    """inductor names each compile's shared object by a hash that differs between folders: the
+    same kernels under new names are no "new" functions; a real change in them still shows."""
+    from pytest_mmperf.judge.diagnosis import FUNCTIONS_KEY, compact_functions, function_changes
+
+    a, b, c = ("kernel (" + "c" + ch * 51 + ".main.so)" for ch in "abc")
+    base = {a: 4000.0, b: 3000.0, "mul_kernel (libtorch_cpu.so)": 1000.0}
+    head = {c: 7000.0, "kernel (/tmp/x/y/" + "c" + "d" * 51 + ".so)": 0.0, "mul_kernel (libtorch_cpu.so)": 1900.0}
+    base_c, head_c = compact_functions(base, calls=1), compact_functions(head, calls=1)
+    assert base_c["self"]["kernel (inductor-compiled code)"] == 7000.0
+    changes = function_changes({FUNCTIONS_KEY: base_c}, {FUNCTIONS_KEY: head_c})
+    assert [ch.name for ch in changes] == ["mul_kernel (libtorch_cpu.so)"]
+    # a baseline saved before pooling: pooled when read
+    unpooled = {"version": 1, "total": 8000.0, "other": 0.0, "self": base}
+    assert [ch.name for ch in function_changes({FUNCTIONS_KEY: unpooled}, {FUNCTIONS_KEY: head_c})] == [
+        "mul_kernel (libtorch_cpu.so)"]
+
+
 def test_reexec_with_xdist_traces_the_workers_only(tmp_path: Path) -> None:
     tools = {"valgrind": "/usr/bin/valgrind", "setarch": "/usr/bin/setarch"}
     serial, _ = reexec_command(["-k", "x"], tmp_path / "o", tmp_path / "s.so", {}, which=tools.get)

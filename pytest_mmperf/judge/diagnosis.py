@@ -27,6 +27,7 @@ change of the bytes they allocate per call instead of their time.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -358,9 +359,34 @@ def _rest_calls(meta: Mapping[str, Any]) -> dict[str, float] | None:
 
 
 # -- functions (instruction clock) --------------------------------------------------------------------
+# Code compiled at run time lives in shared objects named by a hash: inductor writes each graph's
+# kernels to ``<cache>/<xx>/c<52 base-32 characters>.main.so`` (``kernel (cqoyu...main.so)`` in
+# callgrind's names), and the hash differs between two compiles of the same graph in two
+# folders. Seen on an ops4 plant outside the compiled step: the stack's diagnosis named three
+# "new" kernels of +33..44M each, the same kernels under other names. They are pooled under one
+# name per function, so only a real change in compiled code shows.
+_COMPILED_OBJECT = re.compile(r"\((?:[^()]*/)?c[a-z0-9]{40,}(?:\.main)?\.so\)$")
+COMPILED_OBJECT = "(inductor-compiled code)"
+
+
+def stable_function_name(name: str) -> str:
+    """``kernel (c<hash>.main.so)`` -> ``kernel (inductor-compiled code)``; others unchanged."""
+    return _COMPILED_OBJECT.sub(COMPILED_OBJECT, name)
+
+
+def _pooled(functions: Mapping[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, cost in functions.items():
+        key = stable_function_name(name)
+        out[key] = out.get(key, 0.0) + float(cost)
+    return out
+
+
 def compact_functions(functions: Mapping[str, float], calls: int) -> dict[str, Any]:
     """Self instructions per function per call, the functions with at least
-    :data:`FUNCTION_SHARE` of the total each (largest first), the rest as ``other``."""
+    :data:`FUNCTION_SHARE` of the total each (largest first), the rest as ``other``; run-time
+    compiled kernels pooled per function name (:func:`stable_function_name`)."""
+    functions = _pooled(functions)
     total = sum(functions.values())
     per_call = {k: v / max(calls, 1) for k, v in functions.items()}
     floor = FUNCTION_SHARE * total / max(calls, 1)
@@ -392,7 +418,7 @@ def function_changes(base: Mapping[str, Any] | None, head: Mapping[str, Any] | N
     b, h = (p.get(FUNCTIONS_KEY) if isinstance(p, Mapping) else None for p in (base, head))
     if not isinstance(b, Mapping) or not isinstance(h, Mapping):
         return []
-    bs, hs = b.get("self") or {}, h.get("self") or {}
+    bs, hs = _pooled(b.get("self") or {}), _pooled(h.get("self") or {})  # baselines saved unpooled
     change = float(h.get("total", 0)) - float(b.get("total", 0))
     if not change:
         return []
