@@ -42,7 +42,7 @@ if [ -z "${MMPERF_NO_TRAINED:-}" ] && ! python -c "import importlib.util as u, s
 fi
 # ...and converted once into the model cache (.mmperf/models, or MMPERF_MODEL_CACHE), as an install
 # step: the first trained benchmark then loads safetensors instead of de-quantizing the GGUF while
-# the suite's workers wait (~25 s). Already cached: a hash of the file, nothing else.
+# the suite's workers wait (~25 s). Already cached: a hash of the file (~3 s with the imports).
 if [ -z "${MMPERF_NO_TRAINED:-}" ]; then
   python -m mmperf_suites.prepare llm=smollm2
 fi

@@ -215,7 +215,7 @@ def test_prepare_converts_nothing_already_cached_and_refuses_bad_sources_in_one_
                          "--cache", str(tmp_path / "unused")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and "no such file or folder" in err[0] and "takes no trained weights" in err[1], err
-    assert "expected WORKLOAD=SOURCE" in err[2] and not (tmp_path / "unused").exists()
+    assert "'nonsense': must be WORKLOAD=SOURCE" in err[2] and not (tmp_path / "unused").exists()
 
 
 # -- the runner on a checkpoint this test wrote ---------------------------------------------
@@ -358,7 +358,7 @@ def test_real_smollm2_eager_benchmark_runs_and_solves_its_problems(tmp_path: Pat
     on a machine that skipped it), so the benchmark loads the cache."""
     from mmperf_suites import prepare
 
-    cache = prepare.default_cache(ROOT)
+    cache = model_sources.model_cache(ROOT)
     assert prepare.main(["llm=smollm2", "--cache", str(cache)]) == 0
     gguf = Path(model_sources.resolve("llm", "smollm2").path)
     assert (pretrained.cached_folder(gguf, cache) / pretrained.COMPLETE).is_file()

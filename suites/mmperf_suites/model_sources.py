@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,13 @@ BUNDLED: dict[str, tuple[str, str, str]] = {
 ARCHITECTURES: dict[str, tuple[str, ...]] = {"llm": ("llama",)}
 RANDOM = "random"  # the default: random weights from the scale's config
 RANDOM_SUFFIX = ":random"  # a source's shapes and tokenizer with random weights
+CACHE_ENV = "MMPERF_MODEL_CACHE"  # overrides <rootdir>/.mmperf/models
+
+
+def model_cache(root: Path) -> Path:
+    """Where GGUF sources are converted to (safetensors, keyed by the file's sha256) for a run
+    rooted at ``root``: ``$MMPERF_MODEL_CACHE``, else ``<root>/.mmperf/models``."""
+    return Path(os.environ.get(CACHE_ENV) or root / ".mmperf" / "models")
 
 
 class ModelSourceError(ValueError):

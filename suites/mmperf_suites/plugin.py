@@ -9,7 +9,6 @@ The checked sources ride on ``config.stash`` for the suites' ``pytest_generate_t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,6 @@ class TrainedSetup:
 
 
 TRAINED_KEY = pytest.StashKey[TrainedSetup]()
-CACHE_ENV = "MMPERF_MODEL_CACHE"  # overrides <rootdir>/.mmperf/models
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-mmperf's own pytest_configure resolved the settings
@@ -50,7 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except prompts.PromptsError as exc:
             raise pytest.UsageError(f"--mmperf-prompts: {exc}") from None
         prompts_file = str(path.resolve())
-    cache = os.environ.get(CACHE_ENV) or str(Path(str(config.rootpath)) / ".mmperf" / "models")
+    cache = str(model_sources.model_cache(Path(str(config.rootpath))))
     config.stash[TRAINED_KEY] = TrainedSetup(sources=sources, prompts=prompts_file, cache_dir=cache)
 
 

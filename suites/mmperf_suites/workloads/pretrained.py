@@ -22,10 +22,12 @@ import tempfile
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from mmperf_levers.contract import PretrainedOptions
+
+if TYPE_CHECKING:  # torch is imported where a model is converted or loaded: checking the cache needs none
+    import torch
 
 COMPLETE = "mmperf-converted.txt"  # written last into a finished cache folder
 
@@ -73,6 +75,7 @@ def _exclusive(lock: Path) -> Iterator[None]:
 
 
 def _convert(gguf: Path, target: Path, cache_dir: Path) -> None:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -105,6 +108,7 @@ def load(options: PretrainedOptions, attention: str, dtype: torch.dtype, device:
          seed: int = 0) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) from the source; a fresh model every call (levers change
     it in place). ``random_weights``: the source's config with weights drawn from ``seed``."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = folder_of(options)
