@@ -22,7 +22,12 @@ Paths, each run ``--trials`` times per plant:
 * ``session``: the gate against a baseline saved by base just before (``--mmperf-save-baseline``
   then ``--mmperf-compare`` in the plant's checkout, one process each);
 * ``absolute``: the gate against a baseline saved by base once, at the start of the script (an
-  earlier session).
+  earlier session);
+* ``learned``: the gate with a drift allowance learned from this host's history: base is first
+  measured ``--sessions`` times in a row (default 8, the gate's minimum), each session recorded in
+  one history and the first saving the baseline; every trial then judges its head against that
+  baseline with a copy of that history, so each trial learns from the same base sessions and no
+  planted session enters the history of the next.
 
 A trial counts as caught when the command exits 1 (a regression), as a false alarm when the
 plant is ``none`` and it exits 1. Results are written to ``--json`` after every trial, so an
@@ -41,6 +46,11 @@ tensor ops in every decode step) against a baseline base saved once:
 
     python scripts/detection_power.py --trials 10 --plants none,ops4 --paths absolute \
         --pytest-extra=--mmperf-clock=instructions --json instr.json
+
+The tiny LLM suite (12 benchmarks) with a learned allowance (docs/gate.md):
+
+    python scripts/detection_power.py --trials 5 --plants none,slow10 --paths learned \
+        --select "suites -k llm" --json learned.json
 """
 
 from __future__ import annotations
@@ -57,6 +67,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from pytest_mmperf.judge.allowance import MIN_SESSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SELECT = "suites/mmperf_suites/test_llm.py::test_llm[t2t-eager]"
@@ -174,11 +186,38 @@ def memory_metric(doc: dict[str, Any], needed: bool = True) -> tuple[str, float]
 
 def outcome(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     text = proc.stdout + proc.stderr
-    lines = [ln for ln in text.splitlines() if re.search(r"REGRESSED|regressed|FAILED|DRIFT", ln)]
+    lines = [ln for ln in text.splitlines() if re.search(r"REGRESSED|regressed|FAILED|DRIFT|not gated", ln)]
     if proc.returncode not in (0, 1):
         tail = [ln for ln in text.splitlines() if ln.strip()][-3:]
         raise RuntimeError(f"exit {proc.returncode}: {' | '.join(tail)}")
     return {"rc": proc.returncode, "lines": lines[:8]}
+
+
+def record_sessions(clone: Path, checkouts: Path, base: str, args: argparse.Namespace, where: Path,
+                    history: Path) -> None:
+    """The learned path's history: base measured ``--sessions`` times in a row, each a session in
+    ``history``; the first also saves the baseline in ``where``."""
+    base_dir = checkouts / "base-sessions"
+    partial = history.with_name(history.name + ".partial")  # renamed when complete: a resume restarts it
+    partial.unlink(missing_ok=True)
+    git(clone, "worktree", "add", "-q", "--detach", str(base_dir), base)
+    try:
+        for i in range(args.sessions):
+            save = ["--mmperf-save-baseline", f"--mmperf-baseline-dir={where}"] if i == 0 else []
+            t0 = time.monotonic()
+            out = sh(pytest_cmd(args.select, args.gate_rounds, *save, f"--mmperf-history={sqlite_url(partial)}"),
+                     base_dir, env_for(base_dir))
+            if out.returncode != 0:
+                raise SystemExit(f"detection_power: history session {i + 1} of base failed: {out.stdout[-500:]}")
+            print(f"history session {i + 1} of {args.sessions} ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+        partial.replace(history)
+    finally:
+        git(clone, "worktree", "remove", "--force", str(base_dir))
+
+
+def sqlite_url(path: Path) -> str:
+    """The history option's form of a SQLite file."""
+    return f"sqlite:///{path.resolve()}"
 
 
 def run_path(path: str, clone: Path, checkouts: Path, base: str, head: str, args: argparse.Namespace,
@@ -205,9 +244,16 @@ def run_path(path: str, clone: Path, checkouts: Path, base: str, head: str, args
                     raise RuntimeError(f"saving the same-session baseline: exit {saved.returncode}")
             finally:
                 git(clone, "worktree", "remove", "--force", str(base_dir))
+        elif path == "learned":
+            where = checkouts.parent / "baseline-learned"
+            trial_history = checkouts / "history-trial.db"  # a copy: the trial's own session stays out
+            shutil.copyfile(checkouts.parent / "history-base.db", trial_history)
+            extra = [f"--mmperf-history={sqlite_url(trial_history)}",
+                     f"--mmperf-json={checkouts.parent / f'learned-{tag}.json'}"]
         else:
             where = earlier
-        cmd = pytest_cmd(args.select, args.gate_rounds, "--mmperf-compare", f"--mmperf-baseline-dir={where}")
+        cmd = pytest_cmd(args.select, args.gate_rounds, "--mmperf-compare", f"--mmperf-baseline-dir={where}",
+                         *(extra if path == "learned" else []))
         return outcome(sh(cmd, head_dir, env_for(head_dir)))
     finally:
         git(clone, "worktree", "remove", "--force", str(head_dir))
@@ -239,6 +285,9 @@ def main() -> int:
     ap.add_argument("--select", default=DEFAULT_SELECT, help="pytest node id or arguments (default llm eager)")
     ap.add_argument("--pytest-extra", default="", metavar="ARGS",
                     help='more pytest arguments for every run, e.g. "--mmperf-clock=instructions" (with opsN plants)')
+    ap.add_argument("--sessions", type=int, default=MIN_SESSIONS,
+                    help=f"base sessions recorded before the learned path's trials (default {MIN_SESSIONS}, "
+                         "the fewest the gate learns from)")
     ap.add_argument("--json", type=Path, help="write every trial's outcome here (after each trial)")
     ap.add_argument("--keep", type=Path, help="scratch folder to use and keep (default: a temporary one)")
     args = ap.parse_args()
@@ -259,17 +308,21 @@ def main() -> int:
         checkouts.mkdir(exist_ok=True)
         # the earlier session: a baseline of base, saved once; also the memory figure of the plant
         earlier = scratch / "baseline-earlier"
-        base_dir = checkouts / "base0"
-        git(clone, "worktree", "add", "-q", "--detach", str(base_dir), base)
-        first = sh(pytest_cmd(args.select, args.gate_rounds, "--mmperf-save-baseline",
-                              f"--mmperf-baseline-dir={earlier}",
-                              f"--mmperf-json={scratch / 'base0.json'}"), base_dir, env_for(base_dir))
-        git(clone, "worktree", "remove", "--force", str(base_dir))
-        if first.returncode != 0:
-            raise SystemExit(f"detection_power: the first base run failed: {first.stdout[-500:]}")
-        metric, value = memory_metric(json.loads((scratch / "base0.json").read_text()),
-                                      needed=any(p.startswith("mem") for p in plants))
+        metric, value = "none", 0.0
+        sizing = any(p.startswith("mem") for p in plants)
+        if sizing or "absolute" in paths:  # only these need base measured first (ab and session do not)
+            base_dir = checkouts / "base0"
+            git(clone, "worktree", "add", "-q", "--detach", str(base_dir), base)
+            first = sh(pytest_cmd(args.select, args.gate_rounds, "--mmperf-save-baseline",
+                                  f"--mmperf-baseline-dir={earlier}",
+                                  f"--mmperf-json={scratch / 'base0.json'}"), base_dir, env_for(base_dir))
+            git(clone, "worktree", "remove", "--force", str(base_dir))
+            if first.returncode != 0:
+                raise SystemExit(f"detection_power: the first base run failed: {first.stdout[-500:]}")
+            metric, value = memory_metric(json.loads((scratch / "base0.json").read_text()), needed=sizing)
         print(f"base {base[:12]}; memory plant sized on {metric} = {value / 2**20:.1f} MiB", file=sys.stderr)
+        if "learned" in paths and not (scratch / "history-base.db").exists():
+            record_sessions(clone, checkouts, base, args, scratch / "baseline-learned", scratch / "history-base.db")
         heads = {p: plant_commit(clone, base, p, value) for p in plants}
         for trial in range(1, args.trials + 1):
             for plant in plants:
