@@ -194,6 +194,9 @@ def test_timings_against_another_hosts_baseline_are_reported_not_gated(tmp_path,
     text = "\n".join(comparison_lines(gate, [slow]))
     assert "timings and speedups across sessions not gated" in text and why in text
     assert "not gated in 1 benchmark(s)" in text
+    # no test ran, so the rule states none (not "p < 0.01 ... over 0 comparisons")
+    assert "no Mann-Whitney test in this run (no timing or speedup of the 1 collected benchmark(s) is gated)" \
+        in text and "Mann-Whitney p <" not in text and "over 0 comparisons" not in text
 
 
 def test_bytes_still_gate_on_another_host(tmp_path) -> None:
@@ -211,6 +214,10 @@ def test_this_host_without_history_under_auto_is_not_gated(tmp_path) -> None:
     gate = _gate(tmp_path, ENV)  # same host, default auto, no history
     v = gate.check(rec("t.py::a", 30, seed=2))
     assert not v.failed and "no drift estimate for this host" in v.details["not_gated"]
+    assert "no Mann-Whitney test in this run" in "\n".join(comparison_lines(gate, [v]))
+    judged = _gate(tmp_path / "judged", ENV, Settings(compare=True, drift_allowance=0.5))  # a test is run
+    assert "regression = Mann-Whitney p < 0.0033 (Bonferroni: 99% over 1 comparisons" \
+        in "\n".join(comparison_lines(judged, [judged.check(rec("t.py::a", 10))]))
 
 
 # -- the learned allowance ---------------------------------------------------------------------------

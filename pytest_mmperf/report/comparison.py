@@ -19,13 +19,20 @@ def comparison_lines(gate: Gate, verdicts: Sequence[Verdict]) -> list[str]:
     if gate.baseline is not None:
         lines += [f"  {n}" for n in gate.power_notes()]  # after collection: the run's own family
         policy = gate.policy()
-        lines.append(
-            f"  baseline {gate.path} @ {gate.commit}; regression = Mann-Whitney p < "
-            f"{policy.alpha:.2g} (Bonferroni: {gate.settings.compare_confidence:.0%} over "
-            f"{gate.statistical_comparisons()} comparisons of the {len(gate.expected_ids) or 'baseline'} collected "
-            f"benchmark(s) x {policy.looks} looks) AND beyond the threshold ({gate.settings.threshold:.0%}); "
-            f"unchanged = the {policy.interval_label} within the band"
-        )
+        tested = gate.statistical_comparisons()
+        collected = len(gate.expected_ids) or "baseline"
+        if tested == 0:  # another host, or no drift estimate: no test, so no alpha to state
+            lines.append(
+                f"  baseline {gate.path} @ {gate.commit}; no Mann-Whitney test in this run (no timing or "
+                f"speedup of the {collected} collected benchmark(s) is gated); regression = bytes, output "
+                f"drift or a count beyond the threshold ({gate.settings.threshold:.0%})")
+        else:
+            lines.append(
+                f"  baseline {gate.path} @ {gate.commit}; regression = Mann-Whitney p < "
+                f"{policy.alpha:.2g} (Bonferroni: {gate.settings.compare_confidence:.0%} over "
+                f"{tested} comparisons of the {collected} collected benchmark(s) x {policy.looks} looks) "
+                f"AND beyond the threshold ({gate.settings.threshold:.0%}); "
+                f"unchanged = the {policy.interval_label} within the band")
         lines.append("  " + _time_rule(gate))
     counts = {c.value: 0 for c in compare.Category}
     for v in verdicts:
