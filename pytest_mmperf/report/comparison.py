@@ -21,18 +21,16 @@ def comparison_lines(gate: Gate, verdicts: Sequence[Verdict]) -> list[str]:
         policy = gate.policy()
         tested = gate.statistical_comparisons()
         collected = len(gate.expected_ids) or "baseline"
+        head = f"  baseline {gate.path} @ {gate.commit}; "
         if tested == 0:  # another host, or no drift estimate: no test, so no alpha to state
-            lines.append(
-                f"  baseline {gate.path} @ {gate.commit}; no Mann-Whitney test in this run (no timing or "
-                f"speedup of the {collected} collected benchmark(s) is gated); regression = bytes, output "
-                f"drift or a count beyond the threshold ({gate.settings.threshold:.0%})")
+            lines.append(head + f"no Mann-Whitney test in this run (no timing or speedup of the {collected} "
+                         f"collected benchmark(s) is gated); regression = bytes, output drift or a count "
+                         f"beyond the threshold ({gate.settings.threshold:.0%})")
         else:
-            lines.append(
-                f"  baseline {gate.path} @ {gate.commit}; regression = Mann-Whitney p < "
-                f"{policy.alpha:.2g} (Bonferroni: {gate.settings.compare_confidence:.0%} over "
-                f"{tested} comparisons of the {collected} collected benchmark(s) x {policy.looks} looks) "
-                f"AND beyond the threshold ({gate.settings.threshold:.0%}); "
-                f"unchanged = the {policy.interval_label} within the band")
+            lines.append(head + f"regression = Mann-Whitney p < {policy.alpha:.2g} (Bonferroni: "
+                         f"{gate.settings.compare_confidence:.0%} over {tested} comparisons of the {collected} "
+                         f"collected benchmark(s) x {policy.looks} looks) AND beyond the threshold "
+                         f"({gate.settings.threshold:.0%}); unchanged = the {policy.interval_label} within the band")
         lines.append("  " + _time_rule(gate))
     counts = {c.value: 0 for c in compare.Category}
     for v in verdicts:
