@@ -213,6 +213,51 @@ def test_holm_adjusts_step_down():
     assert paired.holm([]) == []
 
 
+def _many(changes: list[float], noise: float) -> tuple[list[RunDocument], list[RunDocument]]:
+    """Benchmark ``b{i}`` changed by ``changes[i]`` over 6 pairs whose processes scatter by ``noise``."""
+    wobble = [1.0, 1 + noise, 1 - noise, 1 + noise / 2, 1 - noise / 2, 1.0]
+
+    def rounds(m: float) -> list[float]:
+        return [m * (1 + 0.01 * k) for k in (-2, -1, 0, 1, 2)]
+
+    base = [_doc(**{f"b{i}": {"latency_ms": rounds(10.0)} for i in range(len(changes))}) for _ in wobble]
+    head = [_doc(**{f"b{i}": {"latency_ms": rounds(10.0 * (1 + c) * w ** (1 + i % 3))}
+                    for i, c in enumerate(changes)}) for w in wobble]
+    return base, head
+
+
+def test_a_regression_shows_the_interval_of_its_holm_step_which_excludes_no_change():
+    # eight benchmarks 12-20% slower: Holm rejects them one step after another; each shows the
+    # interval at the level its step was tested at (not the simultaneous one, which is every
+    # step's most conservative level), and that interval lies past 0 as the decision does
+    comps = paired.compare_runs(*_many([0.12, 0.14, 0.16, 0.18, 0.20, 0.13, 0.15, 0.17], 0.03), Policy())
+    regressed = [c for c in comps if c.category is Category.REGRESSED]
+    assert len(regressed) >= 2
+    steps = sorted(int(c.interval.split()[2].split("/")[0]) for c in regressed)
+    assert steps[0] == 1 and steps[-1] > 1
+    for c in regressed:
+        assert c.interval.startswith("Holm step ") and c.interval.endswith("% CI")
+        assert c.ci_low is not None and c.ci_low > 0, c.describe()
+        assert f"({c.interval} +" in c.describe()
+    simultaneous = paired.interval_label(1 - 2 * 0.01 / len(comps))
+    first = next(c for c in regressed if c.interval.startswith("Holm step 1/"))
+    assert first.interval.endswith(simultaneous.split()[0] + " CI")  # step 1 is Bonferroni's level
+    # an undecided metric keeps the simultaneous interval the equivalence test reads
+    mixed = paired.compare_runs(*_many([0.15, 0.0, 0.01], 0.08), Policy())
+    assert all(c.interval.endswith("simultaneous CI") for c in mixed if c.category is not Category.REGRESSED)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(min_value=-0.3, max_value=0.3), min_size=3, max_size=8),
+       st.floats(min_value=0.001, max_value=0.2))
+def test_every_decided_change_shows_an_interval_past_no_change(changes, noise):
+    for c in paired.compare_runs(*_many(changes, noise), Policy()):
+        if c.category is Category.REGRESSED:
+            assert c.ci_low is not None and c.ci_low > 0 and c.interval.startswith("Holm step ")
+        if c.category is Category.IMPROVED:
+            assert c.ci_high is not None and c.ci_high < 0 and c.interval.startswith("Holm step ")
+
+
 positive = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False)
 
 

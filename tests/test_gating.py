@@ -79,6 +79,26 @@ def test_no_baseline_and_foreign_files(tmp_path):
         Gate.open(Settings(compare=True), tmp_path, ENV, ["x"])
 
 
+def test_no_baseline_names_the_nearest_one_and_what_differs(tmp_path):
+    # a new package release changes the fingerprint: the note says so instead of a bare
+    # "nothing to compare", and names the file --mmperf-compare-force would use
+    now = {**ENV, "transformers_version": "5.24.0"}
+    released = {**now, "transformers_version": "9.9.9", "fingerprint": "cpu-2c-1t-new"}
+    far = {**released, "torch_threads": 2, "fingerprint": "cpu-2c-2t-far"}
+    for env in (released, far):
+        baselines.save(RunDocument(env, (rec("x", 1),)), tmp_path / "baselines")
+    note = Gate.open(Settings(compare=True), tmp_path, now, ["x"]).notes[0]
+    assert "no baseline for cpu-2c-1t-abc" in note
+    assert "the nearest, cpu-2c-1t-new, differs in transformers_version (9.9.9 there, 5.24.0 here)" in note
+    assert "--mmperf-compare-force --mmperf-baseline-dir=baselines/cpu-2c-1t-new.json" in note
+    # a baseline of the other clock is never "near": counts and times do not compare
+    instr = tmp_path / "instr"
+    baselines.save(RunDocument({**released, "clock": "instructions", "fingerprint": "cpu-1t-instr-x"},
+                               (rec("x", 1),)), instr / "baselines")
+    alone = Gate.open(Settings(compare=True), instr, now, ["x"]).notes[0]
+    assert "nearest" not in alone and "cpu-1t-instr-x" in alone
+
+
 def test_markdown_escapes_ids_and_works_without_a_gate(gate):
     assert escape("test_x[a|b*]") == "test\\_x\\[a\\|b\\*\\]"
     doc = RunDocument(ENV, (rec("t.py::a[x|<b>]", 10),))

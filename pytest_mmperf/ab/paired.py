@@ -45,7 +45,11 @@ the looks; Holm over the run's varying tests at that ``alpha``. The bound is log
 ``log(1 + threshold)`` (:meth:`Policy.threshold_for`) either way, so +5% and -4.8% mirror.
 
 * *regressed*: Holm-adjusted p below ``alpha`` in the worse direction AND the change beyond the bound;
-  *improved* symmetrically;
+  *improved* symmetrically. The interval beside it is the one at the level Holm tested it at: the
+  ``k``-th smallest of ``m`` p-values is tested at ``alpha / (m - k + 1)``, so its two-sided
+  ``1 - 2 alpha / (m - k + 1)`` interval ("Holm step 3/48: 99.9979% CI") excludes no change exactly
+  where the decision did; a simultaneous interval (the most conservative step) could reach past 0
+  beside a regression Holm's later steps found;
 * *unchanged*: the interval at the decision's level (two-sided ``1 - 2 alpha / m``, simultaneous
   over the ``m`` tests: Bonferroni) lies inside the band ``-bound..+bound``: shown, not assumed;
 * *inconclusive* otherwise, with the reason, the pairs' spread and about how many pairs would decide.
@@ -333,14 +337,31 @@ def judge_pairs(
     worse_adj = holm([r.p_worse for r in tested])  # type: ignore[misc]
     better_adj = holm([r.p_better for r in tested])  # type: ignore[misc]
     adj = {id(r): (worse_adj[i], better_adj[i]) for i, r in enumerate(tested)}
+    steps = {id(r): (worse, better) for r, worse, better in zip(
+        tested, holm_steps([r.p_worse for r in tested]), holm_steps([r.p_better for r in tested]))}  # type: ignore[misc]
     m = max(1, len(tested))
     level = 1 - 2 * alpha / m  # two-sided, Bonferroni-simultaneous over the tests
     label = interval_label(level)
-    return [_decide(r, policy, adj.get(id(r)), alpha, m, level, label) for r in raws]
+    return [_decide(r, policy, adj.get(id(r)), alpha, m, level, label, steps.get(id(r), (1, 1))) for r in raws]
+
+
+def holm_steps(p_values: Sequence[float]) -> list[int]:
+    """Each p-value's Holm step (1 = the smallest, tested at ``alpha / m``; step ``k`` at
+    ``alpha / (m - k + 1)``), ties in their given order as :func:`holm` takes them."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    steps = [0] * len(p_values)
+    for rank, i in enumerate(order):
+        steps[i] = rank + 1
+    return steps
+
+
+def holm_label(level: float, step: int, m: int) -> str:
+    text = f"{level * 100:.4f}".rstrip("0").rstrip(".")
+    return f"Holm step {step}/{m}: {text}% CI"
 
 
 def _decide(r: _Raw, policy: Policy, adjusted: tuple[float, float] | None, alpha: float, m: int,
-            level: float, label: str) -> PairedComparison:
+            level: float, label: str, steps: tuple[int, int] = (1, 1)) -> PairedComparison:
     bench, metric = r.key
     threshold = policy.threshold_for(metric)
     bound = math.log1p(threshold)
@@ -350,11 +371,17 @@ def _decide(r: _Raw, policy: Policy, adjusted: tuple[float, float] | None, alpha
     spread = _relative(r.own_sd) if r.own_sd is not None else None
 
     def out(category: Category, ci: tuple[float, float] | None = None, p: float | None = None,
-            reason: str = "", more: bool = False) -> PairedComparison:
+            reason: str = "", more: bool = False, shown: str = label) -> PairedComparison:
         return PairedComparison(bench, metric, r.direction, category, base, head,
                                 _relative(r.mean) if not math.isnan(r.mean) else math.nan,
                                 ci[0] if ci else None, ci[1] if ci else None, p, len(r.pairs), r.df,
-                                threshold, reason, spread, label if ci and not r.exact else "", more)
+                                threshold, reason, spread, shown if ci and not r.exact else "", more)
+
+    def at_step(step: int) -> tuple[tuple[float, float], str]:
+        """The two-sided interval at the level Holm's ``step`` tested at, and its label."""
+        tail = alpha / (m - step + 1)
+        width = float(sps.t.ppf(1 - tail, r.df)) * r.se  # type: ignore[operator]
+        return (_relative(r.mean - width), _relative(r.mean + width)), holm_label(1 - 2 * tail, step, m)
 
     if math.isnan(r.mean):
         return out(Category.INCONCLUSIVE, reason=r.reason)
@@ -373,9 +400,11 @@ def _decide(r: _Raw, policy: Policy, adjusted: tuple[float, float] | None, alpha
     lo, hi = r.mean - half, r.mean + half
     ci = (_relative(lo), _relative(hi))
     if p_worse < alpha and worse > bound:
-        return out(Category.REGRESSED, ci, p_worse)
+        step_ci, step_label = at_step(steps[0])
+        return out(Category.REGRESSED, step_ci, p_worse, shown=step_label)
     if p_better < alpha and -worse > bound:
-        return out(Category.IMPROVED, ci, p_worse)
+        step_ci, step_label = at_step(steps[1])
+        return out(Category.IMPROVED, step_ci, p_worse, shown=step_label)
     if -bound <= lo and hi <= bound:
         return out(Category.UNCHANGED, ci, p_worse)
     sd = r.se * math.sqrt(len(r.pairs))

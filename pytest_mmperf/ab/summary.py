@@ -80,7 +80,8 @@ def markdown(result: ABResult, options: ABOptions) -> str:
         f"A change fails when it is beyond the {options.threshold:.0%} threshold and significant at "
         f"{options.confidence:.0%} (t test on the per-pair log ratios with per-benchmark moderated "
         f"variance, Holm over the varying metrics, Bonferroni over the looks); a metric is unchanged "
-        "when its simultaneous interval lies within the threshold both ways.",
+        "when its simultaneous interval lies within the threshold both ways; the interval beside a "
+        "regression or an improvement is at the level of its Holm step.",
         "",
         f"**{_counts(result)}**",
         "",

@@ -110,6 +110,7 @@ class Gate:
                         "compare; run with --mmperf-save-baseline"
                         + (f" (baselines there are for: {', '.join(b.fingerprint for b in others)})"
                            if others else "")
+                        + nearest_hint(others, environment, _show(where, rootdir))
                     )
                     return cls(settings, environment, None, _show(path, rootdir), tuple(expected_ids), notes)
         gate = cls(settings, environment, doc, _show(path, rootdir), tuple(expected_ids), notes)
@@ -371,6 +372,30 @@ def _untrusted(comp: compare.BenchmarkComparison) -> list[compare.MetricComparis
 def gates_if_trusted(m: compare.MetricComparison) -> bool:
     """Would this metric gate on a host whose drift is known? (primary, not reported-only)"""
     return compare.is_primary(m.metric) and m.reason != "" and m.kind in (compare.TIMING, compare.IN_RUN)
+
+
+def nearest_hint(others: Sequence[baselines.BaselineInfo], environment: Mapping[str, Any],
+                 shown_dir: str = "baselines") -> str:
+    """Why no stored baseline matched: the nearest one of this clock (fewest differing
+    fingerprint keys) and what differs, so that a new package release (``transformers_version``)
+    or another CPU reads as such instead of a silent "nothing to compare"; "" when none is near."""
+    clock = environment.get("clock", "time")
+    best: tuple[int, str, dict[str, tuple[Any, Any]]] | None = None
+    for info in others:
+        if info.clock != clock:
+            continue
+        try:
+            diff = differences(baselines.load(info.path).environment, environment)
+        except DocumentError:
+            continue
+        if diff and (best is None or len(diff) < best[0]):
+            best = (len(diff), info.fingerprint, diff)
+    if best is None:
+        return ""
+    _, name, diff = best
+    said = ", ".join(f"{key} ({there} there, {here} here)" for key, (there, here) in sorted(diff.items()))
+    return (f"; the nearest, {name}, differs in {said}: install its stack, or compare against it with "
+            f"--mmperf-compare-force --mmperf-baseline-dir={shown_dir.rstrip('/')}/{name}.json")
 
 
 def host_trust(doc: RunDocument | None, environment: Mapping[str, Any], path: str) -> str:
