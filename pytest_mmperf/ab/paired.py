@@ -316,9 +316,12 @@ def _raw_test(key: tuple[str, str], direction: str, pairs: list[PairValues],
     return _Raw(key, direction, pairs, mean, se, df, own_sd, float(sps.t.sf(t, df)), float(sps.t.cdf(t, df)))
 
 
+def _level_text(level: float) -> str:
+    return f"{level * 100:.4f}".rstrip("0").rstrip(".")
+
+
 def interval_label(level: float) -> str:
-    text = f"{level * 100:.4f}".rstrip("0").rstrip(".")
-    return f"{text}% simultaneous CI"
+    return f"{_level_text(level)}% simultaneous CI"
 
 
 def judge_pairs(
@@ -356,8 +359,7 @@ def holm_steps(p_values: Sequence[float]) -> list[int]:
 
 
 def holm_label(level: float, step: int, m: int) -> str:
-    text = f"{level * 100:.4f}".rstrip("0").rstrip(".")
-    return f"Holm step {step}/{m}: {text}% CI"
+    return f"Holm step {step}/{m}: {_level_text(level)}% CI"
 
 
 def _decide(r: _Raw, policy: Policy, adjusted: tuple[float, float] | None, alpha: float, m: int,
